@@ -1,0 +1,127 @@
+"""Run settings as frozen dataclasses, validated on creation and round-tripped through JSON.
+
+Every run directory records the settings it ran with (``to_dict``), so a rerun can tell whether it
+continues the same run or would silently mix two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from autoprune.errors import ConfigError
+
+T = TypeVar("T", bound="_Config")
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no settings {unknown}: valid ones are {sorted(names)}")
+        return cls(**data)
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """SGD with Nesterov momentum and a cosine learning-rate schedule."""
+
+    epochs: int = 10
+    lr: float = 0.05
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._positive("epochs", "lr", "batch_size")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig(_Config):
+    """How one network is timed: warm up for a minimum time, then ``rounds`` rounds of at least
+    ``iterations`` runs and ``min_round_ms``; the latency is the median of the round medians."""
+
+    warmup_ms: float = 200.0
+    iterations: int = 30
+    min_round_ms: float = 50.0
+    rounds: int = 3
+
+    def __post_init__(self) -> None:
+        self._positive("iterations", "rounds")
+        if self.warmup_ms < 0 or self.min_round_ms < 0:
+            raise ConfigError("warmup_ms and min_round_ms must be >= 0")
+
+
+@dataclass(frozen=True)
+class SamplingConfig(_Config):
+    """Which sub-networks a profile measures: dense, narrowest, then random per-group keep ratios."""
+
+    samples: int = 100
+    seed: int = 0
+    min_ratio: float = 0.25
+    round_to: int = 8
+    round_min_channels: int = 16
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise ConfigError(
+                f"samples must be >= 2 (the dense and the narrowest network), got {self.samples}"
+            )
+        if not 0 < self.min_ratio <= 1:
+            raise ConfigError(f"min_ratio must be in (0, 1], got {self.min_ratio}")
+        self._positive("round_to", "round_min_channels")
+
+
+@dataclass(frozen=True)
+class FitConfig(_Config):
+    """LPNet: an MLP from normalised widths to log-latency, trained full-batch with Adam."""
+
+    hidden: int = 64
+    layers: int = 2
+    epochs: int = 1500
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    holdout: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._positive("hidden", "layers", "epochs", "lr")
+        if not 0 < self.holdout < 1:
+            raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
+
+
+@dataclass(frozen=True)
+class SearchConfig(_Config):
+    """The Optuna search under a latency budget (``budget_ms``, or ``budget_ratio`` of the dense)."""
+
+    budget_ms: float | None = None
+    budget_ratio: float | None = None
+    trials: int = 30
+    finetune_epochs: float = 1.0
+    final_epochs: int = 5
+    finalists: int = 3
+    criterion: str = "l1"
+    lr: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.budget_ms is None) == (self.budget_ratio is None):
+            raise ConfigError("give exactly one of --budget-ms X or --budget-ratio R")
+        if self.budget_ms is not None and self.budget_ms <= 0:
+            raise ConfigError(f"--budget-ms must be > 0, got {self.budget_ms}")
+        if self.budget_ratio is not None and not 0 < self.budget_ratio <= 1:
+            raise ConfigError(f"--budget-ratio must be in (0, 1], got {self.budget_ratio}")
+        self._positive("trials", "finalists", "lr")
+        if self.finetune_epochs < 0 or self.final_epochs < 0:
+            raise ConfigError("fine-tune epochs must be >= 0")

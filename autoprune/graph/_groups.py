@@ -1,0 +1,106 @@
+"""Channel groups over Torch-Pruning's DependencyGraph, with names that are stable across runs.
+
+A *group* is a set of coupled channels that must be pruned together (a residual add couples the convs
+that feed it). Its name is the qualified name of the first module, in ``model.named_modules()`` order,
+whose output channels belong to the group: it does not depend on the graph's traversal order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from autoprune.errors import ConfigError
+
+Widths = dict[str, int]
+Criterion = Callable[[tp.Group], Tensor]
+"""An importance criterion scores a group's channels: ``criterion(group) -> Tensor[channels]``."""
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    name: str
+    channels: int
+    members: tuple[str, ...]  # modules whose output channels are pruned with the group
+
+
+class ChannelGraph:
+    """The prunable channel groups of ``model`` (traced once on ``example_input``).
+
+    The classifier (the last Conv/Linear run in the forward pass) keeps its outputs, and the network
+    input is never a group. Grouped (non-depthwise) convolutions are left unpruned.
+    """
+
+    def __init__(self, model: nn.Module, example_input: Tensor) -> None:
+        self.model = model
+        names = {module: name for name, module in model.named_modules()}
+        order = {name: i for i, name in enumerate(names.values())}
+        classifier = _last_layer(model, example_input)
+        with torch.enable_grad():  # the graph is traced through autograd
+            self.dg = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, verbose=False
+            )
+        found: list[tuple[ChannelGroup, nn.Module, Callable[..., object]]] = []
+        for group in self.dg.get_all_groups(ignored_layers=[classifier]):
+            outs = [dep.target.module for dep, _ in group if self.dg.is_out_channel_pruning_fn(dep.handler)]
+            if any(_is_grouped_conv(m) for m in outs):
+                continue
+            members = tuple(sorted({names[m] for m in outs if m in names}, key=order.__getitem__))
+            root = group[0].dep
+            channels = self.dg.get_out_channels(root.target.module)
+            found.append((ChannelGroup(members[0], channels, members), root.target.module, root.handler))
+        found.sort(key=lambda item: order[item[0].name])
+        self.groups: list[ChannelGroup] = [g for g, _, _ in found]
+        self._roots = {g.name: (module, handler) for g, module, handler in found}
+
+    def group(self, name: str) -> tp.Group:
+        """The full Torch-Pruning group (all channels), e.g. for an importance criterion."""
+        module, handler = self._roots[name]
+        return self.dg.get_pruning_group(module, handler, list(range(self.dg.get_out_channels(module))))
+
+    def scores(self, criterion: Criterion) -> dict[str, Tensor]:
+        """Score every group's channels with ``criterion`` before any channel is removed."""
+        return {g.name: criterion(self.group(g.name)).detach().cpu() for g in self.groups}
+
+    def prune(self, keep: Mapping[str, Sequence[int]]) -> None:
+        """Physically remove, in place, every channel of each named group that is not in ``keep``."""
+        unknown = set(keep) - set(self._roots)
+        if unknown:
+            raise ConfigError(f"unknown channel groups {sorted(unknown)}: use names from the model's groups")
+        for g in self.groups:
+            if g.name not in keep:
+                continue
+            kept = set(keep[g.name])
+            if not kept or not kept <= set(range(g.channels)):
+                raise ConfigError(f"group '{g.name}' must keep 1..{g.channels} of its channel indices")
+            remove = [i for i in range(g.channels) if i not in kept]
+            if remove:
+                module, handler = self._roots[g.name]
+                self.dg.get_pruning_group(module, handler, remove).prune()
+
+
+def _is_grouped_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups < module.out_channels
+
+
+def _last_layer(model: nn.Module, example_input: Tensor) -> nn.Module:
+    """The last Conv/Linear executed in a forward pass: it produces the logits, so it is never pruned."""
+    seen: list[nn.Module] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: seen.append(mod))
+        for m in model.modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+    ]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise ConfigError("the model has no Conv or Linear layer: autoprune prunes CNN channels")
+    return seen[-1]

@@ -1,0 +1,101 @@
+"""The currency between stages: ``widths`` (group name -> kept channels) and how it is applied."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from autoprune.errors import ConfigError
+from autoprune.graph._groups import ChannelGraph, ChannelGroup, Criterion, Widths
+
+
+def dense_widths(groups: Sequence[ChannelGroup]) -> Widths:
+    return {g.name: g.channels for g in groups}
+
+
+def round_width(width: float, channels: int, *, round_to: int = 8, min_channels: int = 16) -> int:
+    """Round to the nearest multiple of ``round_to`` (fast kernels) for groups of >= ``min_channels``;
+    smaller groups round to whole channels. The result stays within [step, channels]."""
+    step = round_to if channels >= min_channels and round_to > 1 else 1
+    nearest = step * math.floor(width / step + 0.5)  # halves round up, not to even
+    return int(min(channels, max(step, nearest)))
+
+
+def narrowest_widths(
+    groups: Sequence[ChannelGroup], *, min_ratio: float, round_to: int = 8, min_channels: int = 16
+) -> Widths:
+    """The smallest network the search may choose: every group at ``min_ratio`` of its channels."""
+    return {
+        g.name: round_width(g.channels * min_ratio, g.channels, round_to=round_to, min_channels=min_channels)
+        for g in groups
+    }
+
+
+def check_widths(groups: Sequence[ChannelGroup], widths: Mapping[str, int]) -> Widths:
+    """Validate a widths dict against the groups; groups it omits stay dense."""
+    by_name = {g.name: g for g in groups}
+    unknown = sorted(set(widths) - set(by_name))
+    if unknown:
+        raise ConfigError(f"widths name unknown groups {unknown}: valid names are {sorted(by_name)}")
+    out = dense_widths(groups)
+    for name, w in widths.items():
+        if not 1 <= int(w) <= by_name[name].channels:
+            raise ConfigError(f"width {w} for group '{name}' is outside 1..{by_name[name].channels}")
+        out[name] = int(w)
+    return out
+
+
+def keep_top(scores: Mapping[str, Tensor], widths: Mapping[str, int]) -> dict[str, list[int]]:
+    """Per group, the indices of the ``widths[name]`` highest-scoring channels, ascending."""
+    return {
+        name: sorted(torch.topk(scores[name], w).indices.tolist())
+        if w < len(scores[name])
+        else list(range(len(scores[name])))
+        for name, w in widths.items()
+    }
+
+
+def apply_widths(
+    model: nn.Module,
+    example_input: Tensor,
+    widths: Mapping[str, int],
+    *,
+    criterion: Criterion | None = None,
+    keep: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, list[int]]:
+    """Prune ``model`` in place to ``widths``; return the kept channel indices per group.
+
+    Channels are chosen by ``keep`` when given (to rebuild a saved network), else by ``criterion``
+    (highest scores kept), else the first ones: for latency alone, which channels survive is irrelevant.
+    """
+    graph = ChannelGraph(model, example_input)
+    full = check_widths(graph.groups, widths)
+    if keep is None:
+        if criterion is None:
+            keep = {name: list(range(w)) for name, w in full.items()}
+        else:
+            keep = keep_top(graph.scores(criterion), full)
+    kept = {name: sorted(int(i) for i in idx) for name, idx in keep.items()}
+    for name, idx in kept.items():
+        if len(idx) != full.get(name, -1):
+            raise ConfigError(f"group '{name}': {len(idx)} kept indices for width {full.get(name)}")
+    graph.prune(kept)
+    return kept
+
+
+def measure_widths(model: nn.Module, example_input: Tensor) -> Widths:
+    """The current width of each group of ``model`` (after pruning, names are unchanged)."""
+    return {g.name: g.channels for g in ChannelGraph(model, example_input).groups}
+
+
+def count_macs_params(model: nn.Module, example_input: Tensor) -> tuple[int, int]:
+    """Multiply-accumulates and parameters of one forward pass (Torch-Pruning's counter)."""
+    was_training = model.training
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, example_input)
+    model.train(was_training)
+    return int(macs), int(params)

@@ -1,0 +1,187 @@
+"""Latency profiles: one parquet row per measured sub-network, a JSON sidecar saying how and where.
+
+Columns: ``sample_id``, ``kind``, ``w:<group>`` (kept channels per group), ``macs``, ``params`` and the
+latency statistics (``latency_ms`` is the median). Rows are appended atomically as they are measured;
+a rerun with the same settings skips the networks already in the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from autoprune import __version__
+from autoprune._io import atomic_write, write_json
+from autoprune.config import ProtocolConfig, SamplingConfig
+from autoprune.errors import ProfileError
+from autoprune.graph import ChannelGraph, ChannelGroup, Widths, apply_widths, count_macs_params
+from autoprune.latency.backends import LatencyBackend
+from autoprune.latency.fingerprint import device_identity
+from autoprune.latency.protocol import measure
+from autoprune.latency.sampler import plan_samples, widths_key
+
+FORMAT = 1
+WIDTH_PREFIX = "w:"
+
+
+@dataclass
+class Profile:
+    path: Path
+    meta: dict[str, Any]
+    rows: pd.DataFrame
+
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        return [ChannelGroup(name, int(ch), ()) for name, ch in self.meta["groups"]]
+
+    def widths(self) -> list[Widths]:
+        cols = [WIDTH_PREFIX + g.name for g in self.groups]
+        return [
+            {c[len(WIDTH_PREFIX) :]: int(v) for c, v in zip(cols, row, strict=True)}
+            for row in self.rows[cols].itertuples(index=False)
+        ]
+
+    def latency_ms(self) -> np.ndarray:
+        return self.rows["latency_ms"].to_numpy(dtype=float)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def read_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    side = sidecar_path(path)
+    if not path.is_file() or not side.is_file():
+        missing = path if not path.is_file() else side
+        raise ProfileError(f"profile file '{missing}' does not exist: run autoprune profile ... --out {path}")
+    try:
+        meta = json.loads(side.read_text())
+        rows = pd.read_parquet(path)
+    except (ValueError, OSError) as exc:
+        raise ProfileError(
+            f"profile '{path}' cannot be read ({type(exc).__name__}): re-run autoprune profile"
+        ) from exc
+    if meta.get("format") != FORMAT or "groups" not in meta:
+        raise ProfileError(
+            f"'{side}' is not an autoprune profile sidecar (format {FORMAT}): re-run autoprune profile"
+        )
+    return Profile(path, meta, rows)
+
+
+def _identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal for two measurement runs to share one profile (samples may grow)."""
+    sampling = {k: v for k, v in meta["sampling"].items() if k != "samples"}
+    keys = ("model", "num_classes", "input_shape", "backend", "backend_settings", "protocol", "groups")
+    # The device first: of all differences it is the one a user most needs to hear about.
+    return {"device": device_identity(meta["device"]), **{k: meta[k] for k in keys}, "sampling": sampling}
+
+
+def _check_same_run(existing: dict[str, Any], new: dict[str, Any], path: Path) -> None:
+    old, cur = _identity(existing), _identity(new)
+    for key in cur:
+        if old.get(key) != cur[key]:
+            raise ProfileError(
+                f"'{path}' was measured with another {key} ({old.get(key)} vs {cur[key]}): "
+                "pass a new --out, or delete it to start over"
+            )
+
+
+def profile_model(
+    model: nn.Module,
+    *,
+    model_spec: str,
+    num_classes: int,
+    input_shape: Sequence[int],
+    backend: LatencyBackend,
+    sampling: SamplingConfig,
+    protocol: ProtocolConfig,
+    out: str | Path,
+    on_sample: Callable[[int, int], None] | None = None,
+) -> Profile:
+    """Measure the planned sub-networks of ``model`` and append them to the profile ``out``.
+
+    ``on_sample(done, total)`` is called after every network (measured or already present).
+    """
+    out = Path(out)
+    example = torch.zeros(1, *input_shape[1:])  # widths, MACs and params are per image
+    groups = ChannelGraph(copy.deepcopy(model).eval(), example).groups
+    meta = {
+        "format": FORMAT,
+        "autoprune_version": __version__,
+        "model": model_spec,
+        "num_classes": num_classes,
+        "input_shape": [int(d) for d in input_shape],
+        "batch_size": int(input_shape[0]),
+        "backend": backend.name,
+        "precision": backend.precision,
+        "backend_settings": backend.settings(),
+        "device": backend.fingerprint(),
+        "protocol": protocol.to_dict(),
+        "sampling": sampling.to_dict(),
+        "groups": [[g.name, g.channels] for g in groups],
+        "latency_statistic": "median of round medians, ms, compute only",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    records: list[dict[str, Any]] = []
+    if out.exists() or sidecar_path(out).exists():
+        existing = read_profile(out)
+        _check_same_run(existing.meta, meta, out)
+        meta["created"] = existing.meta.get("created", meta["created"])
+        records = existing.rows.to_dict("records")
+    write_json(sidecar_path(out), meta)
+    done = (
+        {widths_key(w, groups) for w in Profile(out, meta, pd.DataFrame(records)).widths()}
+        if records
+        else set()
+    )
+    plan = plan_samples(groups, sampling)
+    for sample_id, (kind, widths) in enumerate(plan):
+        if widths_key(widths, groups) not in done:
+            records.append(
+                _measure_row(model, example, input_shape, widths, backend, protocol, sample_id, kind)
+            )
+            _write_rows(out, pd.DataFrame(records))
+        if on_sample is not None:
+            on_sample(sample_id + 1, len(plan))
+    return read_profile(out)
+
+
+def _write_rows(out: Path, frame: pd.DataFrame) -> None:
+    atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def _measure_row(
+    model: nn.Module,
+    example: torch.Tensor,
+    input_shape: Sequence[int],
+    widths: Widths,
+    backend: LatencyBackend,
+    protocol: ProtocolConfig,
+    sample_id: int,
+    kind: str,
+) -> dict[str, Any]:
+    sub = copy.deepcopy(model).eval()
+    apply_widths(sub, example, widths)
+    macs, params = count_macs_params(sub, example)
+    with backend.session(sub, input_shape) as session:
+        stats = measure(session, protocol)
+    return {
+        "sample_id": sample_id,
+        "kind": kind,
+        **{WIDTH_PREFIX + name: int(w) for name, w in widths.items()},
+        "macs": macs,
+        "params": params,
+        "latency_ms": stats.median_ms,
+        **{k: v for k, v in stats.to_dict().items() if k != "median_ms"},
+    }

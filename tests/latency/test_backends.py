@@ -1,0 +1,75 @@
+"""The contract every latency backend passes (subclass ``BackendContract`` for a new one)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+
+from autoprune.config import ProtocolConfig
+from autoprune.errors import ConfigError
+from autoprune.graph import ChannelGraph, narrowest_widths
+from autoprune.latency import get_backend, list_backends, measure, measure_widths
+from autoprune.models import create_model
+
+PROTOCOL = ProtocolConfig(warmup_ms=50.0, iterations=20, min_round_ms=20.0, rounds=3)
+
+
+class BackendContract:
+    name: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+
+    def backend(self):  # type: ignore[no-untyped-def]
+        return get_backend(self.name, **self.options)
+
+    def test_session_times_each_iteration(self) -> None:
+        with self.backend().session(create_model("resnet20").eval(), (1, 3, 32, 32)) as session:
+            times = session.time(7)
+        assert times.shape == (7,) and np.all(times > 0) and np.all(np.isfinite(times))
+
+    def test_settings_rebuild_the_backend_and_fingerprint_names_the_device(self) -> None:
+        backend = self.backend()
+        again = get_backend(self.name, **backend.settings())
+        assert again.settings() == backend.settings()
+        fp = backend.fingerprint()
+        assert fp["cpu"] and fp["logical_cores"] >= 1 and "versions" in fp
+
+    def test_pruned_network_measures_faster_than_dense(self) -> None:
+        dense = create_model("resnet20").eval()
+        groups = ChannelGraph(copy.deepcopy(dense), torch.zeros(1, 3, 32, 32)).groups
+        narrow = narrowest_widths(groups, min_ratio=0.25)
+        dense_ms, narrow_ms = measure_widths(
+            dense,
+            [{g.name: g.channels for g in groups}, narrow],
+            backend=self.backend(),
+            input_shape=(1, 3, 32, 32),
+            protocol=PROTOCOL,
+        )
+        assert narrow_ms < dense_ms
+
+    def test_protocol_statistics_are_consistent(self) -> None:
+        with self.backend().session(create_model("resnet20").eval(), (1, 3, 32, 32)) as session:
+            stats = measure(session, PROTOCOL)
+        assert stats.min_ms <= stats.median_ms <= stats.p99_ms and stats.p90_ms <= stats.p99_ms
+        assert stats.spread >= 1.0 and stats.iterations >= PROTOCOL.rounds * PROTOCOL.iterations
+
+
+class TestOnnxRuntime(BackendContract):
+    name = "onnxruntime"
+    options: ClassVar[dict[str, Any]] = {"threads": 1}
+
+
+class TestTorchCPU(BackendContract):
+    name = "torch"
+    options: ClassVar[dict[str, Any]] = {"threads": 1}
+
+
+def test_registry_names_and_errors() -> None:
+    assert {"onnxruntime", "torch"} <= set(list_backends())
+    with pytest.raises(ConfigError, match="unknown latency backend 'tensorrtx'"):
+        get_backend("tensorrtx")
+    with pytest.raises(ConfigError, match="threads"):
+        get_backend("onnxruntime", threads=0)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autoprune.errors import BudgetError, ConfigError
+from autoprune.graph import ChannelGroup
+from autoprune.search import (
+    WidthSpace,
+    check_budget,
+    open_study,
+    ranked_candidates,
+    run_search,
+    select_by_measurement,
+)
+
+GROUPS = tuple(ChannelGroup(n, c, ()) for n, c in [("a", 16), ("b", 32), ("c", 64), ("d", 12)])
+SPACE = WidthSpace(GROUPS, min_ratio=0.25)
+
+
+def cost(widths: dict[str, int]) -> float:
+    """A stand-in latency law (ms): grows with every group's kept fraction."""
+    return sum(w / g.channels for g, w in zip(GROUPS, widths.values(), strict=True))
+
+
+def accuracy(widths: dict[str, int]) -> float:
+    """A stand-in accuracy: wider is better, so the best feasible network sits at the budget."""
+    return sum(widths.values()) / sum(g.channels for g in GROUPS)
+
+
+def _search(tmp_path, budget: float, trials: int, name: str = "s") -> optuna.Study:  # type: ignore[no-untyped-def]
+    study = open_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name, seed=0, trials=trials)
+    run_search(study, SPACE, evaluate=accuracy, predict_ms=cost, budget_ms=budget, trials=trials)
+    return study
+
+
+def test_space_choices_follow_the_rounding_grid() -> None:
+    assert list(SPACE.choices(GROUPS[2])) == [16, 24, 32, 40, 48, 56, 64]
+    assert list(SPACE.choices(GROUPS[3])) == list(range(3, 13))  # small groups: whole channels
+    assert SPACE.narrowest() == {"a": 8, "b": 8, "c": 16, "d": 3}
+
+
+def test_chosen_widths_satisfy_the_constraint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    budget = 2.4
+    study = _search(tmp_path, budget, trials=25)
+    candidates = ranked_candidates(study, SPACE)
+    assert candidates, "the search found no feasible network"
+    assert all(cost(c.widths) <= budget for c in candidates)
+    assert candidates == sorted(candidates, key=lambda c: -c.accuracy)
+    # Infeasible trials exist (the sampler explores) but are never candidates.
+    infeasible = [t for t in study.trials if t.constraints["latency"] > 0]
+    assert all(t.number not in {c.trial for c in candidates} for t in infeasible)
+
+
+def test_rerun_resumes_the_study_and_refuses_another_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _search(tmp_path, 2.4, trials=6)
+    study = _search(tmp_path, 2.4, trials=9)
+    assert len(study.trials) == 9
+    with pytest.raises(ConfigError, match="budget"):
+        _search(tmp_path, 1.5, trials=10)
+
+
+def test_finalists_are_chosen_by_measurement(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    candidates = ranked_candidates(_search(tmp_path, 2.4, trials=15), SPACE)
+    # The real device is slower than predicted for the most accurate candidate only.
+    slow = candidates[0].widths
+
+    def measure(ws: list[dict[str, int]]) -> list[float]:
+        return [cost(w) * (2 if w == slow else 1) for w in ws]
+
+    chosen, measured = select_by_measurement(candidates, measure=measure, budget_ms=2.4, finalists=3)
+    assert chosen.within_budget and chosen.measured_ms <= 2.4 and chosen.candidate.widths != slow
+    assert measured[0].candidate.widths == slow and not measured[0].within_budget
+    with pytest.raises(BudgetError, match="none of"):
+        select_by_measurement(candidates, measure=lambda ws: [99.0] * len(ws), budget_ms=2.4, finalists=2)
+
+
+def test_budget_below_the_fastest_network_is_rejected() -> None:
+    with pytest.raises(BudgetError, match=r"at least 0\.5 ms"):
+        check_budget(0.1, fastest_ms=0.5)
+    check_budget(0.5, fastest_ms=0.5)

@@ -1,0 +1,177 @@
+"""The command line: the demo end to end, and every input a user can get wrong (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from autoprune.cli import main
+from autoprune.models import create_model, save_checkpoint
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autoprune", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    tiny = [
+        "--epochs",
+        "1",
+        "--samples",
+        "10",
+        "--finetune-epochs",
+        "0.1",
+        "--final-epochs",
+        "1",
+        "--budget-ratio",
+        "0.8",
+    ]
+    first = run_cli("demo", "--out", str(out), "--trials", "4", *tiny)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in (
+        "dense.pt",
+        "profile.parquet",
+        "profile.json",
+        "predictor.pt",
+        "study.db",
+        "pruned.pt",
+        "model.onnx",
+        "report.md",
+    ):
+        assert (out / name).is_file(), name
+    assert "budget met" in first.stderr and "wall time" in first.stderr
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["pruned"]["latency_ms"] <= summary["budget_ms"]  # met by measurement
+    assert "| pruned |" in (out / "report.md").read_text()
+    # A rerun with more trials continues the same study and measures no network twice.
+    second = run_cli("demo", "--out", str(out), "--trials", "5", *tiny)
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 5
+    assert json.loads((out / "profile.json").read_text())["sampling"]["samples"] == 10
+
+
+def _fails(capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert expected in err, err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_bad_inputs_exit_2_with_one_line(
+    tiny_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt, prof, pred = (str(tiny_run[k]) for k in ("checkpoint", "profile", "predictor"))
+    search = [
+        "search",
+        "resnet20",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        "digits",
+        "--predictor",
+        pred,
+        "--trials",
+        "1",
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    _fails(
+        capsys, ["profile", "nosuchnet", "--out", str(tmp_path / "p.parquet")], "unknown model 'nosuchnet'"
+    )
+    _fails(
+        capsys,
+        ["profile", "resnet20", "--input-shape", "1x1x32x32", "--out", str(tmp_path / "p.parquet")],
+        "pass a matching --input-shape",
+    )
+    _fails(
+        capsys,
+        ["profile", "resnet20", "--backend", "nope", "--out", str(tmp_path / "p.parquet")],
+        "unknown latency backend",
+    )
+    _fails(capsys, ["train", "resnet20", "--data", "nosuch", "--out", str(tmp_path / "c.pt")], "nosuch")
+    _fails(
+        capsys,
+        ["train", "resnet20", "--data", f"mnist:{tmp_path / 'none'}", "--out", str(tmp_path / "c.pt")],
+        "does not exist",
+    )
+    _fails(
+        capsys,
+        ["fit", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "x.pt")],
+        "run autoprune profile",
+    )
+    _fails(
+        capsys,
+        [*search[:3], str(tmp_path / "none.pt"), *search[4:], "--budget-ratio", "0.7"],
+        "pass --checkpoint FILE",
+    )
+    _fails(capsys, [*search, "--budget-ms", "0.00001"], "below the fastest network")
+    _fails(
+        capsys,
+        [*search[:-2], "--out", str(tmp_path / "s2"), "--budget-ratio", "0.7", "--criterion", "nope"],
+        "unknown importance criterion",
+    )
+    _fails(capsys, ["export", str(tmp_path / "nothing")], "does not exist")
+    _fails(capsys, ["export", str(tmp_path / "nothing"), "--format", "tensorrt"], "use --format onnx")
+
+    # A checkpoint of another architecture, and a predictor bound to another model.
+    vgg = tmp_path / "vgg.pt"
+    save_checkpoint(vgg, create_model("vgg11_bn"), model="vgg11_bn", num_classes=10)
+    _fails(
+        capsys,
+        ["profile", "resnet20", "--checkpoint", str(vgg), "--out", str(tmp_path / "p.parquet")],
+        "does not fit this model",
+    )
+    _fails(
+        capsys,
+        [
+            "search",
+            "vgg11_bn",
+            "--checkpoint",
+            str(vgg),
+            "--data",
+            "digits",
+            "--predictor",
+            pred,
+            "--budget-ratio",
+            "0.7",
+            "--out",
+            str(tmp_path / "s3"),
+        ],
+        "profile and fit this model first",
+    )
+
+    # A predictor (and a profile) measured on another device.
+    payload = torch.load(pred, weights_only=True)
+    payload["meta"]["device"]["cpu"] = "Some Other CPU"
+    foreign = tmp_path / "foreign.pt"
+    torch.save(payload, foreign)
+    _fails(
+        capsys,
+        [*search[:7], str(foreign), *search[8:-2], "--out", str(tmp_path / "s4"), "--budget-ratio", "0.7"],
+        "another device",
+    )
+    side = json.loads(Path(prof).with_suffix(".json").read_text())
+    side["device"]["cpu"] = "Some Other CPU"
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(Path(prof).read_bytes())
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    _fails(capsys, ["profile", "resnet20", "--samples", "12", "--out", str(copy)], "another device")
+
+
+def test_argument_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "resnet20", "--input-shape", "1x3x32", "--out", "x.parquet"])
+    assert exc.value.code == 2
+    assert "not a shape like 1x3x32x32" in capsys.readouterr().err
