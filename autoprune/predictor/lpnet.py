@@ -152,16 +152,16 @@ def fit_lpnet(profile: Profile, config: FitConfig) -> tuple[LatencyPredictor, di
     predictor = LatencyPredictor(net, groups, y_mean=y_mean, y_std=y_std, meta={})
     x = predictor.encode([widths[i] for i in train_idx])
     target = torch.tensor((y[train_idx] - y_mean) / y_std, dtype=torch.float32)
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs)
-    net.train()
-    for _ in range(config.epochs):  # full batch: profiles hold hundreds of rows, not millions
-        loss = nn.functional.mse_loss(net(x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
+    # Early stopping: pick the epoch count on an inner split of the training rows (never the held-out
+    # rows), then train on all training rows for that many epochs.
+    inner_fit, inner_val = split_rows(len(train_idx), 0.2, config.seed + 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        probe = LPNet(len(groups), hidden=config.hidden, layers=config.layers)
+    epochs = _train(
+        probe, x[inner_fit], target[inner_fit], config, config.epochs, val=(x[inner_val], target[inner_val])
+    )
+    _train(net, x, target, config, epochs)
     held = [widths[i] for i in test_idx]
     metrics = {
         "lpnet": latency_metrics(predictor.predict(held), latency[test_idx]),
@@ -192,3 +192,34 @@ def fit_lpnet(profile: Profile, config: FitConfig) -> tuple[LatencyPredictor, di
         "rows": {"train": len(train_idx), "held_out": len(test_idx)},
     }
     return predictor, metrics
+
+
+def _train(
+    net: LPNet,
+    x: Tensor,
+    target: Tensor,
+    config: FitConfig,
+    epochs: int,
+    *,
+    val: tuple[Tensor, Tensor] | None = None,
+    every: int = 10,
+) -> int:
+    """Full-batch AdamW with a cosine schedule (profiles hold hundreds of rows, not millions).
+    With ``val``, return the epoch count whose validation loss was lowest."""
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    best_loss, best_epoch = float("inf"), epochs
+    net.train()
+    for epoch in range(1, epochs + 1):
+        loss = nn.functional.mse_loss(net(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if val is not None and epoch % every == 0:
+            with torch.no_grad():
+                val_loss = float(nn.functional.mse_loss(net(val[0]), val[1]))
+            if val_loss < best_loss:
+                best_loss, best_epoch = val_loss, epoch
+    net.eval()
+    return best_epoch
