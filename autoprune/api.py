@@ -437,7 +437,7 @@ def demo(
     samples: int = 100,
     trials: int = 24,
     budget_ratio: float = 0.6,
-    finetune_epochs: float = 0.5,
+    finetune_epochs: float = 1.0,
     final_epochs: int = 5,
     reporter: Reporter = _SILENT,
 ) -> DemoResult:

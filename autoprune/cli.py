@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-epochs", type=int, default=5, help="fine-tune of the chosen network")
     p.add_argument("--finalists", type=int, default=3, help="candidates re-measured at a time")
     p.add_argument("--criterion", default="l1", help="importance criterion: l1 | l2 | random")
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.05, help="fine-tune learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--out", required=True, help="run directory")
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--budget-ratio", type=float, default=0.6)
-    p.add_argument("--finetune-epochs", type=float, default=0.5)
+    p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--final-epochs", type=int, default=5)
     return parser
 
