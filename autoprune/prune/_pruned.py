@@ -32,10 +32,6 @@ class PrunedModel:
     criterion: str
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, *self.input_shape[1:])
-
 
 def prune_model(
     dense: nn.Module,
