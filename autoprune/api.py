@@ -179,6 +179,7 @@ def search(
     protocol = ProtocolConfig.from_dict(lp.meta["protocol"])
     space = space_for(groups, lp.meta["sampling"])
     dense_w = dense_widths(groups)
+    dense_ms: list[float] = []  # every dense timing, interleaved with the candidates of its batch
 
     def measure(widths_list: list[dict[str, int]]) -> list[float]:
         """Candidates timed interleaved with the dense network; the dense time is kept for the report."""
@@ -188,7 +189,6 @@ def search(
         dense_ms.append(times[0])
         return times[1:]
 
-    dense_ms: list[float] = []
     run_dir.mkdir(parents=True, exist_ok=True)
     opt_study = open_study(
         storage=storage or f"sqlite:///{run_dir / 'study.db'}",

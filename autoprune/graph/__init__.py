@@ -11,6 +11,7 @@ from autoprune.graph._widths import (
     keep_top,
     measure_widths,
     narrowest_widths,
+    pruned_copy,
     round_width,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "keep_top",
     "measure_widths",
     "narrowest_widths",
+    "pruned_copy",
     "round_width",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 
@@ -85,6 +86,18 @@ def apply_widths(
             raise ConfigError(f"group '{name}': {len(idx)} kept indices for width {full.get(name)}")
     graph.prune(kept)
     return kept
+
+
+def pruned_copy(
+    model: nn.Module,
+    example_input: Tensor,
+    widths: Mapping[str, int],
+    *,
+    criterion: Criterion | None = None,
+) -> tuple[nn.Module, dict[str, list[int]]]:
+    """A pruned copy of ``model`` in eval mode (``model`` is untouched) and its kept indices."""
+    module = copy.deepcopy(model).eval()
+    return module, apply_widths(module, example_input, widths, criterion=criterion)
 
 
 def measure_widths(model: nn.Module, example_input: Tensor) -> Widths:

@@ -3,7 +3,6 @@ shared machine, where another process can slow one stretch of time down."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 from autoprune.config import ProtocolConfig
-from autoprune.graph import Widths, apply_widths
+from autoprune.graph import Widths, pruned_copy
 from autoprune.latency.backends import LatencyBackend
 from autoprune.latency.protocol import measure
 
@@ -45,11 +44,7 @@ def measure_widths(
 ) -> list[float]:
     """Latency of ``dense`` pruned to each widths (the dense model first when widths are dense)."""
     example = torch.zeros(1, *input_shape[1:])
-    models = []
-    for w in widths:
-        sub = copy.deepcopy(dense).eval()
-        apply_widths(sub, example, w)
-        models.append(sub)
+    models = [pruned_copy(dense, example, w)[0] for w in widths]
     return measure_interleaved(
         models, backend=backend, input_shape=input_shape, protocol=protocol, repeats=repeats
     )

@@ -24,7 +24,7 @@ from autoprune import __version__
 from autoprune._io import atomic_write, write_json
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ProfileError
-from autoprune.graph import ChannelGraph, ChannelGroup, Widths, apply_widths, count_macs_params
+from autoprune.graph import ChannelGraph, ChannelGroup, Widths, count_macs_params, pruned_copy
 from autoprune.latency.backends import LatencyBackend
 from autoprune.latency.fingerprint import device_identity
 from autoprune.latency.protocol import measure
@@ -171,8 +171,7 @@ def _measure_row(
     sample_id: int,
     kind: str,
 ) -> dict[str, Any]:
-    sub = copy.deepcopy(model).eval()
-    apply_widths(sub, example, widths)
+    sub, _ = pruned_copy(model, example, widths)
     macs, params = count_macs_params(sub, example)
     with backend.session(sub, input_shape) as session:
         stats = measure(session, protocol)

@@ -146,18 +146,14 @@ def fit_lpnet(profile: Profile, config: FitConfig) -> tuple[LatencyPredictor, di
     train_idx, test_idx = split_rows(n, config.holdout, config.seed)
     y = np.log(latency)
     y_mean, y_std = float(y[train_idx].mean()), float(y[train_idx].std() or 1.0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        net = LPNet(len(groups), hidden=config.hidden, layers=config.layers)
+    net = _new_net(len(groups), config)
     predictor = LatencyPredictor(net, groups, y_mean=y_mean, y_std=y_std, meta={})
     x = predictor.encode([widths[i] for i in train_idx])
     target = torch.tensor((y[train_idx] - y_mean) / y_std, dtype=torch.float32)
     # Early stopping: pick the epoch count on an inner split of the training rows (never the held-out
     # rows), then train on all training rows for that many epochs.
     inner_fit, inner_val = split_rows(len(train_idx), 0.2, config.seed + 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        probe = LPNet(len(groups), hidden=config.hidden, layers=config.layers)
+    probe = _new_net(len(groups), config)
     epochs = _train(
         probe, x[inner_fit], target[inner_fit], config, config.epochs, val=(x[inner_val], target[inner_val])
     )
@@ -192,6 +188,13 @@ def fit_lpnet(profile: Profile, config: FitConfig) -> tuple[LatencyPredictor, di
         "rows": {"train": len(train_idx), "held_out": len(test_idx)},
     }
     return predictor, metrics
+
+
+def _new_net(n_inputs: int, config: FitConfig) -> LPNet:
+    """A freshly initialised LPNet, seeded without touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return LPNet(n_inputs, hidden=config.hidden, layers=config.layers)
 
 
 def _train(

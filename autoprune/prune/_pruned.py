@@ -3,7 +3,6 @@ and rebuilt without any search. The file loads with ``torch.load(weights_only=Tr
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from torch import nn
 from autoprune import __version__
 from autoprune._io import atomic_write
 from autoprune.errors import ModelError
-from autoprune.graph import Widths, apply_widths
+from autoprune.graph import Widths, apply_widths, pruned_copy
 from autoprune.models import create_model
 from autoprune.search import get_criterion
 
@@ -43,9 +42,8 @@ def prune_model(
     criterion: str = "l1",
 ) -> PrunedModel:
     """A physically pruned copy of ``dense``: in each group the channels ``criterion`` ranks highest."""
-    module = copy.deepcopy(dense).eval()
     example = torch.zeros(1, *input_shape[1:])
-    keep = apply_widths(module, example, widths, criterion=get_criterion(criterion))
+    module, keep = pruned_copy(dense, example, widths, criterion=get_criterion(criterion))
     full = {name: len(idx) for name, idx in keep.items()}
     return PrunedModel(module, model_spec, num_classes, list(input_shape), full, keep, criterion)
 

@@ -73,17 +73,15 @@ def run_search(
         trial.set_user_attr("evaluated", predicted <= budget_ms)
         return evaluate(widths) if predicted <= budget_ms else 0.0
 
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    remaining = max(0, trials - done)
-    callbacks = (
-        [lambda s, t: on_trial(len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), trials)]
-        if on_trial
-        else []
-    )
-    if on_trial:
-        on_trial(done, trials)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, callbacks=callbacks, catch=())
+    def completed(s: optuna.Study) -> int:
+        return len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    report = on_trial or (lambda done, total: None)
+    report(completed(study), trials)
+    remaining = trials - completed(study)
+    if remaining > 0:
+        callback = lambda s, _t: report(completed(s), trials)  # noqa: E731
+        study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
 
 
 @dataclass(frozen=True)
