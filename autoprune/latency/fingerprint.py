@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -28,6 +29,44 @@ def host_fingerprint() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),
+    }
+
+
+def nvidia_driver_version() -> str | None:
+    """The kernel driver's version (e.g. "550.54.15"), from /proc on Linux, else nvidia-smi, else None."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            for token in f.readline().split():
+                if token[:1].isdigit() and "." in token:
+                    return token
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.split()
+        return out[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_fingerprint(index: int = 0) -> dict[str, Any]:
+    """The ``accelerator`` entry for a CUDA device: what makes a GPU latency comparable to another."""
+    import torch
+
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "gpu": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "multiprocessors": props.multi_processor_count,
+        "driver": nvidia_driver_version(),
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
     }
 
 

@@ -11,6 +11,7 @@ from autoprune.latency.backends._base import LatencyBackend, Session
 _BACKENDS: dict[str, str] = {
     "onnxruntime": "autoprune.latency.backends.onnxruntime:OnnxRuntimeBackend",
     "torch": "autoprune.latency.backends.torch:TorchBackend",
+    "tensorrt": "autoprune.latency.backends.tensorrt:TensorRTBackend",
 }
 
 
@@ -32,7 +33,10 @@ def get_backend(name: str, **options: Any) -> LatencyBackend:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except ImportError as exc:
         raise ConfigError(f"backend '{name}' needs a package that is not installed ({exc.name})") from exc
-    backend: LatencyBackend = cls(**options)
+    try:
+        backend: LatencyBackend = cls(**options)
+    except TypeError as exc:  # an option this backend does not take
+        raise ConfigError(f"backend '{name}' does not take these options ({exc}): drop them") from exc
     return backend
 
 
