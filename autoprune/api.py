@@ -4,6 +4,7 @@ before long work starts, and writes its outputs atomically."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 import optuna
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from autoprune import training
 from autoprune._console import Reporter
@@ -20,9 +22,20 @@ from autoprune._io import write_json
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
 from autoprune.data import load_dataset
 from autoprune.errors import ConfigError, ModelError
-from autoprune.export import OnnxExport, export_onnx
+from autoprune.export import OnnxExport, TensorRTExport, export_onnx, export_tensorrt
 from autoprune.graph import ChannelGraph, count_macs_params, dense_widths
-from autoprune.latency import Profile, get_backend, measure_widths, profile_model, read_profile
+from autoprune.latency import (
+    EngineConfig,
+    Profile,
+    cuda_index,
+    default_profile_path,
+    get_backend,
+    lut_path,
+    measure_widths,
+    profile_lut,
+    profile_model,
+    read_profile,
+)
 from autoprune.models import create_model, load_checkpoint, read_checkpoint, save_checkpoint
 from autoprune.predictor import LatencyPredictor, fit_lpnet
 from autoprune.prune import load_pruned, prune_model, save_pruned
@@ -91,30 +104,50 @@ def train(
 def profile(
     model: str,
     *,
-    out: str | Path,
+    out: str | Path | None = None,
     checkpoint: str | Path | None = None,
     num_classes: int | None = None,
     input_shape: Sequence[int] = (1, 3, 32, 32),
     backend: str = "onnxruntime",
-    threads: int = 1,
+    backend_options: dict[str, Any] | None = None,
     sampling: SamplingConfig = SamplingConfig(),
     protocol: ProtocolConfig = ProtocolConfig(),
+    lut_grid: int | None = None,
+    profiles_dir: str | Path = "latency_profiles",
     reporter: Reporter = _SILENT,
 ) -> Profile:
-    """Measure sub-networks of ``model`` on this machine and append them to the profile ``out``."""
+    """Measure sub-networks of ``model`` on this machine and append them to the profile ``out``
+    (default: under ``profiles_dir``, see :func:`autoprune.latency.default_profile_path`). With
+    ``lut_grid``, also measure the per-layer lookup table beside it (``<profile>.lut.parquet``)."""
     net, classes = load_model(model, checkpoint=checkpoint, num_classes=num_classes)
     _check_forward(net, model, input_shape)
-    return profile_model(
+    timer = get_backend(backend, **(backend_options or {}))
+    if out is None:
+        out = default_profile_path(profiles_dir, model=model, backend=timer, input_shape=input_shape)
+    prof = profile_model(
         net,
         model_spec=model,
         num_classes=classes,
         input_shape=input_shape,
-        backend=get_backend(backend, threads=threads),
+        backend=timer,
         sampling=sampling,
         protocol=protocol,
         out=out,
         on_sample=reporter.task(f"profile {model}"),
     )
+    if lut_grid is not None:
+        profile_lut(
+            net,
+            model_spec=model,
+            input_shape=input_shape,
+            backend=timer,
+            protocol=protocol,
+            sampling=sampling,
+            out=lut_path(prof.path),
+            grid=lut_grid,
+            on_sample=reporter.task(f"lookup table {model}"),
+        )
+    return prof
 
 
 # -- fit ---------------------------------------------------------------------------------------------
@@ -269,6 +302,8 @@ def search(
         "dense_ms": dense.latency_ms,
         "val_accuracy": final.accuracy,
         "backend": lp.meta["backend"],
+        "precision": lp.meta.get("precision", "fp32"),
+        "backend_settings": lp.meta["backend_settings"],
         "device": lp.meta["device"],
     }
     save_pruned(run_dir / "pruned.pt", pruned)
@@ -302,18 +337,72 @@ def search(
 
 
 # -- export ------------------------------------------------------------------------------------------
-def export(source: str | Path, *, format: str = "onnx", out: str | Path | None = None) -> OnnxExport:
-    """Export a run directory's ``pruned.pt`` (or that file) to ONNX, parity-checked in onnxruntime."""
-    if format != "onnx":
-        raise ConfigError(
-            f"--format {format} is not available yet: use --format onnx, then build an engine with "
-            "trtexec --onnx=FILE --saveEngine=model.engine"
-        )
+def export(
+    source: str | Path,
+    *,
+    format: str = "onnx",
+    out: str | Path | None = None,
+    precision: str = "fp32",
+    max_batch: int | None = None,
+    workspace_mib: int = 1024,
+    verify: bool = False,
+    budget_ms: float | None = None,
+    calibration_data: str | None = None,
+    calibration_batches: int = 16,
+    device: int | str = 0,
+) -> OnnxExport | TensorRTExport:
+    """Export a run directory's ``pruned.pt`` (or that file): ``onnx`` (parity-checked in onnxruntime)
+    or ``tensorrt`` (an engine built with the tensorrt backend's settings, parity-checked against torch,
+    measured, with a JSON sidecar). ``verify`` fails when the engine measures over ``budget_ms`` (default:
+    the search's budget, when the search measured with this TensorRT precision)."""
     src = Path(source)
     pruned_file = src / "pruned.pt" if src.is_dir() else src
     pruned = load_pruned(pruned_file)
-    target = Path(out) if out else pruned_file.with_name("model.onnx")
-    return export_onnx(pruned.module, pruned.input_shape, target)
+    if format == "onnx":
+        return export_onnx(
+            pruned.module, pruned.input_shape, Path(out) if out else pruned_file.with_name("model.onnx")
+        )
+    if format != "tensorrt":
+        raise ConfigError(f"unknown --format {format}: use onnx or tensorrt")
+    batch = int(pruned.input_shape[0])
+    config = EngineConfig(
+        precision=precision,
+        workspace_mib=workspace_mib,
+        min_batch=1,
+        opt_batch=batch,
+        max_batch=max(batch, max_batch or batch),
+    )
+    if verify and budget_ms is None:
+        budget_ms = _search_budget_for(pruned.meta, precision)
+    calibration = None
+    if calibration_data is not None:
+        if precision != "int8":
+            raise ConfigError("--calib-data calibrates int8 only: drop it, or pass --precision int8")
+        ds = load_dataset(calibration_data, image_size=int(pruned.input_shape[-1]))
+        loader = DataLoader(
+            ds.train, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0)
+        )
+        calibration = [x for x, _ in itertools.islice(loader, calibration_batches)]
+    return export_tensorrt(
+        pruned.module,
+        pruned.input_shape,
+        Path(out) if out else pruned_file.with_name(f"model.{precision}.engine"),
+        config=config,
+        calibration=calibration,
+        verify_budget_ms=budget_ms if verify else None,
+        protocol=ProtocolConfig(),
+        device=cuda_index(device),
+    )
+
+
+def _search_budget_for(meta: dict[str, Any], precision: str) -> float:
+    """The search's budget, if it was measured like this engine will be; else ask for one."""
+    searched = f"{meta.get('backend')} {meta.get('precision', 'fp32')}"
+    if meta.get("backend") != "tensorrt" or meta.get("precision", "fp32") != precision:
+        raise ConfigError(
+            f"--verify needs a TensorRT budget, but the search measured with {searched}: pass --budget-ms"
+        )
+    return float(meta["budget_ms"])
 
 
 # -- shared helpers ----------------------------------------------------------------------------------
@@ -485,7 +574,8 @@ def demo(
         config=config,
         reporter=reporter,
     )
-    onnx = export(run, out=run / "model.onnx")
+    pruned = load_pruned(run / "pruned.pt")
+    onnx = export_onnx(pruned.module, pruned.input_shape, run / "model.onnx")
     sections = {
         "Profile": _profile_section(prof),
         "Latency predictor (held-out networks)": _fit_section(fitted.metrics),

@@ -27,6 +27,19 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _backend_options(args: argparse.Namespace) -> dict[str, object]:
+    """Only the options the user gave: each backend keeps its own defaults and refuses what it lacks."""
+    given = {
+        "device": args.device,
+        "precision": args.precision,
+        "threads": args.threads,
+        "workspace_mib": args.workspace_mib,
+        "cuda_graph": args.cuda_graph or None,
+        "transfers": args.transfers or None,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoprune", description=__doc__)
     parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
@@ -55,10 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-classes", type=int, help="classifier outputs (default: from the checkpoint, else 10)"
     )
     p.add_argument("--input-shape", type=_shape, default=(1, 3, 32, 32), help="BxCxHxW, e.g. 1x3x32x32")
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of the backend")
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt")
+    p.add_argument("--device", help="cpu | cuda | cuda:N (default: the backend's: cpu, tensorrt on GPU 0)")
+    p.add_argument("--precision", help="fp32 | fp16 | int8 (int8: tensorrt only; default fp32)")
+    p.add_argument("--threads", type=int, help="CPU intra-op threads (default 1)")
+    p.add_argument("--cuda-graph", action="store_true", help="replay a captured CUDA graph (torch, tensorrt)")
     p.add_argument(
-        "--samples", type=int, default=100, help="sub-networks to measure (dense and narrowest included)"
+        "--transfers", action="store_true", help="time host<->device copies too (default: compute only)"
+    )
+    p.add_argument("--workspace-mib", type=int, help="tensorrt builder workspace limit")
+    p.add_argument(
+        "--samples", type=int, default=100, help="sub-networks to measure (boundary networks included)"
+    )
+    p.add_argument("--method", default="sobol", help="random ratios: sobol | lhs | uniform")
+    p.add_argument(
+        "--no-boundary", action="store_true", help="skip the networks with one group alone at its narrowest"
     )
     p.add_argument("--min-ratio", type=float, default=0.25, help="smallest kept fraction per group")
     p.add_argument(
@@ -69,7 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=30, help="minimum timed runs per round")
     p.add_argument("--min-round-ms", type=float, default=50.0, help="minimum duration of a round")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--out", required=True, help="PROFILE.parquet (its JSON sidecar is written beside it)")
+    p.add_argument(
+        "--max-deviation", type=float, default=0.03, help="re-measure a round this far from the median"
+    )
+    p.add_argument("--max-remeasures", type=int, default=3, help="re-measured rounds per network, at most")
+    p.add_argument("--lut", action="store_true", help="also measure the per-layer lookup table (HALP)")
+    p.add_argument("--lut-grid", type=int, default=8, help="widths per axis in the lookup table")
+    p.add_argument(
+        "--out",
+        help="PROFILE.parquet (default: latency_profiles/<device>/<model>__<backend>__<precision>__"
+        "bs<N>__<H>x<W>.parquet); its JSON sidecar is written beside it",
+    )
 
     p = sub.add_parser("fit", help="train the latency predictor (LPNet) on a profile")
     p.add_argument("profile")
@@ -103,8 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a pruned network")
     p.add_argument("source", help="a run directory or its pruned.pt")
-    p.add_argument("--format", default="onnx", help="onnx")
-    p.add_argument("--out", help="file to write (default: model.onnx beside pruned.pt)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"])
+    p.add_argument(
+        "--out", help="file to write (default: model.onnx or model.<precision>.engine beside pruned.pt)"
+    )
+    trt = p.add_argument_group("tensorrt (like trtexec --onnx=... --saveEngine=...)")
+    trt.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    trt.add_argument(
+        "--max-batch", type=int, help="largest batch the engine accepts (default: the profile's)"
+    )
+    trt.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit")
+    trt.add_argument("--device", default="cuda", help="GPU to build and measure on: cuda or cuda:N")
+    trt.add_argument("--verify", action="store_true", help="fail when the engine measures over the budget")
+    trt.add_argument(
+        "--budget-ms", type=float, help="budget for --verify (default: the search's, if TensorRT)"
+    )
+    trt.add_argument("--calib-data", help="int8: dataset spec whose training images calibrate the engine")
+    trt.add_argument("--calib-batches", type=int, default=16, help="int8: calibration batches")
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default, on the CPU")
     p.add_argument("--out", default="runs/demo")
@@ -120,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     from autoprune import api
     from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
+    from autoprune.export import TensorRTExport
     from autoprune.report import comparison_table
 
     started = time.perf_counter()
@@ -147,21 +197,33 @@ def _run(args: argparse.Namespace) -> None:
                 num_classes=args.num_classes,
                 input_shape=args.input_shape,
                 backend=args.backend,
-                threads=args.threads,
+                backend_options=_backend_options(args),
                 sampling=SamplingConfig(
-                    samples=args.samples, seed=args.seed, min_ratio=args.min_ratio, round_to=args.round_to
+                    samples=args.samples,
+                    seed=args.seed,
+                    min_ratio=args.min_ratio,
+                    round_to=args.round_to,
+                    method=args.method,
+                    boundary=not args.no_boundary,
                 ),
                 protocol=ProtocolConfig(
                     warmup_ms=args.warmup_ms,
                     iterations=args.iterations,
                     rounds=args.rounds,
                     min_round_ms=args.min_round_ms,
+                    max_deviation=args.max_deviation,
+                    max_remeasures=args.max_remeasures,
                 ),
+                lut_grid=args.lut_grid if args.lut else None,
                 reporter=reporter,
             )
             progress.stop()
             lat = prof.latency_ms()
-            console.print(f"{len(prof.rows)} sub-networks in {prof.path}: {lat.min():.4f}–{lat.max():.4f} ms")
+            noisy = int(prof.rows["noisy"].sum())
+            console.print(
+                f"{len(prof.rows)} sub-networks in {prof.path}: {lat.min():.4f}–{lat.max():.4f} ms"
+                + (f"; {noisy} flagged noisy (column 'noisy')" if noisy else "")
+            )
         elif args.command == "fit":
             fit_cfg = FitConfig(epochs=args.epochs, hidden=args.hidden, holdout=args.holdout, seed=args.seed)
             fitted = api.fit(args.profile, out=args.out, config=fit_cfg)
@@ -196,12 +258,25 @@ def _run(args: argparse.Namespace) -> None:
             console.print(comparison_table(s.dense, s.pruned, s.budget_ms))
             console.print(f"saved {s.run_dir / 'pruned.pt'} and {s.run_dir / 'report.md'}")
         elif args.command == "export":
-            e = api.export(args.source, format=args.format, out=args.out)
-            progress.stop()
-            console.print(
-                f"wrote {e.path}; max |onnxruntime - torch| = {e.max_abs_diff:.3g} "
-                f"(tolerance {e.tolerance:.3g})"
+            e = api.export(
+                args.source,
+                format=args.format,
+                out=args.out,
+                precision=args.precision,
+                max_batch=args.max_batch,
+                workspace_mib=args.workspace_mib,
+                verify=args.verify,
+                budget_ms=args.budget_ms,
+                calibration_data=args.calib_data,
+                calibration_batches=args.calib_batches,
+                device=args.device,
             )
+            progress.stop()
+            line = f"wrote {e.path}; max |{args.format} - torch| = {e.max_abs_diff:.3g}"
+            line += f" (tolerance {e.tolerance:.3g})"
+            if isinstance(e, TensorRTExport) and e.latency is not None:
+                line += f"; {e.latency.median_ms:.4f} ms measured (sidecar {e.sidecar})"
+            console.print(line)
         elif args.command == "demo":
             d = api.demo(
                 args.out,

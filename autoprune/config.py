@@ -49,29 +49,43 @@ class TrainConfig(_Config):
 
 @dataclass(frozen=True)
 class ProtocolConfig(_Config):
-    """How one network is timed: warm up for a minimum time, then ``rounds`` rounds of at least
-    ``iterations`` runs and ``min_round_ms``; the latency is the median of the round medians."""
+    """How one network is timed, like trtexec: warm up for ``warmup_ms``, then ``rounds`` rounds of at
+    least ``iterations`` runs and at least ``min_round_ms``; the latency is the median of the round
+    medians. A round whose median is more than ``max_deviation`` (a fraction) away from the median of
+    all rounds, or whose own interquartile range exceeds ``max_round_iqr`` of its median, is measured
+    again, at most ``max_remeasures`` times in all; a result still noisy after that is flagged."""
 
     warmup_ms: float = 200.0
     iterations: int = 30
     min_round_ms: float = 50.0
     rounds: int = 3
+    max_deviation: float = 0.03
+    max_round_iqr: float = 0.15
+    max_remeasures: int = 3
 
     def __post_init__(self) -> None:
-        self._positive("iterations", "rounds")
-        if self.warmup_ms < 0 or self.min_round_ms < 0:
-            raise ConfigError("warmup_ms and min_round_ms must be >= 0")
+        self._positive("iterations", "rounds", "max_deviation", "max_round_iqr")
+        if self.warmup_ms < 0 or self.min_round_ms < 0 or self.max_remeasures < 0:
+            raise ConfigError("warmup_ms, min_round_ms and max_remeasures must be >= 0")
+
+
+SAMPLING_METHODS = ("sobol", "lhs", "uniform")
 
 
 @dataclass(frozen=True)
 class SamplingConfig(_Config):
-    """Which sub-networks a profile measures: dense, narrowest, then random per-group keep ratios."""
+    """Which sub-networks a profile measures: the boundary networks (dense, narrowest, and each group
+    alone at its narrowest when ``boundary``), then per-group keep ratios in [``min_ratio``, 1] drawn by
+    ``method`` (scrambled Sobol, Latin hypercube or independent uniform), rounded to multiples of
+    ``round_to`` channels (never below ``round_min_channels`` unless the group is smaller)."""
 
     samples: int = 100
     seed: int = 0
     min_ratio: float = 0.25
     round_to: int = 8
     round_min_channels: int = 16
+    method: str = "sobol"
+    boundary: bool = True
 
     def __post_init__(self) -> None:
         if self.samples < 2:
@@ -80,6 +94,10 @@ class SamplingConfig(_Config):
             )
         if not 0 < self.min_ratio <= 1:
             raise ConfigError(f"min_ratio must be in (0, 1], got {self.min_ratio}")
+        if self.method not in SAMPLING_METHODS:
+            raise ConfigError(
+                f"unknown sampling method '{self.method}': use one of {', '.join(SAMPLING_METHODS)}"
+            )
         self._positive("round_to", "round_min_channels")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +14,10 @@ import pytest
 import torch
 
 from autoprune.cli import main
+from autoprune.graph import ChannelGraph, narrowest_widths
+from autoprune.latency import lut_path, read_lut, read_profile
 from autoprune.models import create_model, save_checkpoint
+from autoprune.prune import prune_model, save_pruned
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -123,7 +128,7 @@ def test_bad_inputs_exit_2_with_one_line(
         "unknown importance criterion",
     )
     _fails(capsys, ["export", str(tmp_path / "nothing")], "does not exist")
-    _fails(capsys, ["export", str(tmp_path / "nothing"), "--format", "tensorrt"], "use --format onnx")
+    _fails(capsys, ["export", str(tmp_path / "nothing"), "--format", "tensorrt"], "does not exist")
 
     # A checkpoint of another architecture, and a predictor bound to another model.
     vgg = tmp_path / "vgg.pt"
@@ -175,3 +180,54 @@ def test_argument_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["profile", "resnet20", "--input-shape", "1x3x32", "--out", "x.parquet"])
     assert exc.value.code == 2
     assert "not a shape like 1x3x32x32" in capsys.readouterr().err
+
+
+FAST = ["--warmup-ms", "0", "--iterations", "2", "--min-round-ms", "0", "--rounds", "1"]
+
+
+def test_profile_names_its_file_measures_a_lookup_table_and_refuses_other_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["profile", "resnet20", "--samples", "4", "--lut", "--lut-grid", "2", *FAST]) == 0
+    capsys.readouterr()
+    (found,) = (tmp_path / "latency_profiles").glob("*/resnet20__onnxruntime__fp32__bs1__32x32.parquet")
+    assert len(read_profile(found).rows) == 4
+    table = read_lut(lut_path(found))
+    assert (
+        0 < table.estimate(read_profile(found).widths()[1]) < table.estimate(read_profile(found).widths()[0])
+    )
+    _fails(
+        capsys, ["profile", "resnet20", "--samples", "4", "--threads", "2", *FAST], "another backend_settings"
+    )
+
+
+def test_gpu_and_tensorrt_requests_fail_with_the_fix_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["--out", str(tmp_path / "p.parquet")]
+    if not torch.cuda.is_available():
+        _fails(
+            capsys, ["profile", "resnet20", "--backend", "torch", "--device", "cuda", *out], "--device cpu"
+        )
+    if importlib.util.find_spec("tensorrt") is None:
+        _fails(capsys, ["profile", "resnet20", "--backend", "tensorrt", *out], "autoprune[tensorrt]")
+    _fails(capsys, ["profile", "resnet20", "--method", "halton", *out], "unknown sampling method 'halton'")
+    # A pruned network from a search that measured with onnxruntime.
+    dense = create_model("resnet20")
+    groups = ChannelGraph(copy.deepcopy(dense), torch.zeros(1, 3, 32, 32)).groups
+    pruned = prune_model(
+        dense,
+        widths=narrowest_widths(groups, min_ratio=0.25),
+        model_spec="resnet20",
+        num_classes=10,
+        input_shape=[1, 3, 32, 32],
+    )
+    pruned.meta = {"backend": "onnxruntime", "precision": "fp32", "budget_ms": 0.3}
+    save_pruned(tmp_path / "run" / "pruned.pt", pruned)
+    run = str(tmp_path / "run")
+    _fails(capsys, ["export", run, "--format", "tensorrt", "--verify"], "pass --budget-ms")
+    if importlib.util.find_spec("tensorrt") is None:
+        _fails(capsys, ["export", run, "--format", "tensorrt", "--precision", "fp16"], "autoprune[tensorrt]")
+    _fails(capsys, ["export", run, "--format", "tensorrt", "--calib-data", "digits"], "--precision int8")
+    assert not list((tmp_path / "run").glob("*.engine"))

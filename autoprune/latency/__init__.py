@@ -6,23 +6,42 @@ from autoprune.latency._onnx import to_onnx
 from autoprune.latency.backends import LatencyBackend, Session, get_backend, list_backends, register_backend
 from autoprune.latency.compare import measure_interleaved, measure_widths
 from autoprune.latency.fingerprint import device_identity
-from autoprune.latency.profile import Profile, profile_model, read_profile, sidecar_path
-from autoprune.latency.protocol import LatencyStats, measure
-from autoprune.latency.sampler import plan_samples
+from autoprune.latency.lut import LatencyTable, lut_path, profile_lut, read_lut
+from autoprune.latency.profile import (
+    Profile,
+    default_profile_path,
+    device_slug,
+    profile_model,
+    read_profile,
+    sidecar_path,
+)
+from autoprune.latency.protocol import LatencyStats, measure, noisy_rounds
+from autoprune.latency.sampler import boundary_plan, plan_samples
+from autoprune.latency.trt_engine import EngineConfig, cuda_index
 
 __all__ = [
+    "EngineConfig",
     "LatencyBackend",
     "LatencyStats",
+    "LatencyTable",
     "Profile",
     "Session",
+    "boundary_plan",
+    "cuda_index",
+    "default_profile_path",
     "device_identity",
+    "device_slug",
     "get_backend",
     "list_backends",
+    "lut_path",
     "measure",
     "measure_interleaved",
     "measure_widths",
+    "noisy_rounds",
     "plan_samples",
+    "profile_lut",
     "profile_model",
+    "read_lut",
     "read_profile",
     "register_backend",
     "sidecar_path",

@@ -1,14 +1,20 @@
 """Latency profiles: one parquet row per measured sub-network, a JSON sidecar saying how and where.
 
 Columns: ``sample_id``, ``kind``, ``w:<group>`` (kept channels per group), ``macs``, ``params`` and the
-latency statistics (``latency_ms`` is the median). Rows are appended atomically as they are measured;
-a rerun with the same settings skips the networks already in the file.
+latency statistics of :class:`~autoprune.latency.protocol.LatencyStats` (``latency_ms`` is the median;
+``noisy`` flags a network whose rounds still disagreed after re-measuring). Rows are appended atomically
+as they are measured, so killing the process loses at most the network in flight; a rerun with the same
+settings skips the networks already in the file. One process writes a profile at a time.
+
+Profiles live under ``latency_profiles/<device-slug>/<model>__<backend>__<precision>__bs<N>__<H>x<W>``
+(``.parquet`` and ``.json``): :func:`default_profile_path`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +36,7 @@ from autoprune.latency.fingerprint import device_identity
 from autoprune.latency.protocol import measure
 from autoprune.latency.sampler import plan_samples, widths_key
 
-FORMAT = 1
+FORMAT = 2
 WIDTH_PREFIX = "w:"
 
 
@@ -59,6 +65,31 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def slug(text: str) -> str:
+    """Lower-case letters, digits and single dashes: safe in a file name on every system."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def device_slug(fingerprint: dict[str, Any]) -> str:
+    """The GPU's name when the backend measures on one, else the CPU model: ``nvidia-h100-80gb-hbm3``."""
+    accelerator = fingerprint.get("accelerator")
+    return slug(accelerator["gpu"] if accelerator else str(fingerprint.get("cpu", "cpu")))
+
+
+def default_profile_path(
+    root: str | Path, *, model: str, backend: LatencyBackend, input_shape: Sequence[int]
+) -> Path:
+    """``root/<device-slug>/<model>__<backend>__<precision>__bs<N>__<H>x<W>.parquet``."""
+    batch, _, height, width = (int(d) for d in input_shape)
+    name = f"{slug(model)}__{backend.name}__{backend.precision}__bs{batch}__{height}x{width}.parquet"
+    return Path(root) / device_slug(backend.fingerprint()) / name
+
+
+def _statistic(settings: dict[str, Any]) -> str:
+    copies = "including host<->device copies" if settings.get("transfers") else "compute only"
+    return f"median of round medians, ms, {copies}"
+
+
 def read_profile(path: str | Path) -> Profile:
     path = Path(path)
     side = sidecar_path(path)
@@ -72,7 +103,7 @@ def read_profile(path: str | Path) -> Profile:
         raise ProfileError(
             f"profile '{path}' cannot be read ({type(exc).__name__}): re-run autoprune profile"
         ) from exc
-    if meta.get("format") != FORMAT or "groups" not in meta:
+    if meta.get("format") != FORMAT or "groups" not in meta or "kind" in meta:  # "kind": a lookup table
         raise ProfileError(
             f"'{side}' is not an autoprune profile sidecar (format {FORMAT}): re-run autoprune profile"
         )
@@ -130,7 +161,7 @@ def profile_model(
         "protocol": protocol.to_dict(),
         "sampling": sampling.to_dict(),
         "groups": [[g.name, g.channels] for g in groups],
-        "latency_statistic": "median of round medians, ms, compute only",
+        "latency_statistic": _statistic(backend.settings()),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     records: list[dict[str, Any]] = []
@@ -139,6 +170,8 @@ def profile_model(
         _check_same_run(existing.meta, meta, out)
         meta["created"] = existing.meta.get("created", meta["created"])
         records = existing.rows.to_dict("records")
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     write_json(sidecar_path(out), meta)
     done = (
         {widths_key(w, groups) for w in Profile(out, meta, pd.DataFrame(records)).widths()}

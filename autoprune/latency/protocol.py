@@ -1,4 +1,6 @@
-"""The timing protocol shared by every backend: warm up for a minimum time, then timed rounds."""
+"""The timing protocol shared by every backend, modelled on trtexec: warm up for a minimum time, then
+timed rounds of a minimum count and duration; noisy rounds are measured again, and a result that stays
+noisy is flagged rather than silently kept."""
 
 from __future__ import annotations
 
@@ -13,42 +15,72 @@ from autoprune.latency.backends._base import Session
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Milliseconds per inference. ``median_ms`` (the median of round medians) is *the* latency;
-    ``spread`` is max/min of the round medians: how much rounds disagree."""
+    """Milliseconds per inference. ``median_ms`` (the median of round medians) is *the* latency; the
+    percentiles, mean, min and ``cv`` (coefficient of variation, as trtexec reports) are over every
+    timed iteration of the kept rounds; ``spread`` is max/min of the round medians; ``remeasured``
+    counts rounds measured again; ``noisy`` says the protocol's tolerances were still not met."""
 
     median_ms: float
     mean_ms: float
     p90_ms: float
+    p95_ms: float
     p99_ms: float
     min_ms: float
+    cv: float
     spread: float
     iterations: int
+    remeasured: int
+    noisy: bool
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
+
+
+def _round(session: Session, protocol: ProtocolConfig) -> np.ndarray:
+    chunks = [session.time(protocol.iterations)]
+    # A round lasts at least min_round_ms, so very fast networks are not timed on a few ms alone.
+    while sum(c.sum() for c in chunks) < protocol.min_round_ms:
+        chunks.append(session.time(protocol.iterations))
+    return np.concatenate(chunks)
+
+
+def noisy_rounds(rounds: list[np.ndarray], protocol: ProtocolConfig) -> list[int]:
+    """Indices of the rounds that break the protocol's tolerances, worst first."""
+    medians = np.array([np.median(r) for r in rounds])
+    center = float(np.median(medians))
+    deviation = np.abs(medians / center - 1.0)
+    iqr = np.array([np.subtract(*np.percentile(r, [75, 25])) for r in rounds]) / medians
+    badness = np.maximum(deviation / protocol.max_deviation, iqr / protocol.max_round_iqr)
+    return [int(i) for i in np.argsort(-badness) if badness[i] > 1.0]
 
 
 def measure(session: Session, protocol: ProtocolConfig) -> LatencyStats:
     """Time ``session`` under ``protocol``. The first runs of a fresh session are several times slower
-    (allocators, thread pools, lazy kernels), so warm-up is a minimum time, not a count."""
+    (allocators, thread pools, lazy kernels, GPU clocks), so warm-up is a minimum time, not a count."""
     deadline = time.perf_counter() + protocol.warmup_ms / 1e3
     while time.perf_counter() < deadline:
         session.time(1)
-    rounds: list[np.ndarray] = []
-    for _ in range(protocol.rounds):
-        chunks = [session.time(protocol.iterations)]
-        # A round lasts at least min_round_ms, so very fast networks are not timed on a few ms alone.
-        while sum(c.sum() for c in chunks) < protocol.min_round_ms:
-            chunks.append(session.time(protocol.iterations))
-        rounds.append(np.concatenate(chunks))
+    rounds = [_round(session, protocol) for _ in range(protocol.rounds)]
+    remeasured = 0
+    bad = noisy_rounds(rounds, protocol)
+    # One round at a time, worst first: a single disturbed round moves the median of the rest little.
+    while bad and remeasured < protocol.max_remeasures:
+        rounds[bad[0]] = _round(session, protocol)
+        remeasured += 1
+        bad = noisy_rounds(rounds, protocol)
     medians = np.array([np.median(r) for r in rounds])
     every = np.concatenate(rounds)
+    p90, p95, p99 = np.percentile(every, [90, 95, 99])
     return LatencyStats(
         median_ms=float(np.median(medians)),
         mean_ms=float(every.mean()),
-        p90_ms=float(np.percentile(every, 90)),
-        p99_ms=float(np.percentile(every, 99)),
+        p90_ms=float(p90),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
         min_ms=float(every.min()),
+        cv=float(every.std() / every.mean()),
         spread=float(medians.max() / medians.min()),
         iterations=int(every.size),
+        remeasured=remeasured,
+        noisy=bool(bad),
     )

@@ -36,6 +36,9 @@ class BackendContract:
         assert again.settings() == backend.settings()
         fp = backend.fingerprint()
         assert fp["cpu"] and fp["logical_cores"] >= 1 and "versions" in fp
+        if fp["accelerator"] is not None:  # a GPU backend names the GPU, its driver and CUDA
+            assert fp["accelerator"]["gpu"] and fp["accelerator"]["compute_capability"]
+            assert "driver" in fp["accelerator"] and "cuda_runtime" in fp["accelerator"]
 
     def test_pruned_network_measures_faster_than_dense(self) -> None:
         dense = create_model("resnet20").eval()
@@ -55,6 +58,7 @@ class BackendContract:
             stats = measure(session, PROTOCOL)
         assert stats.min_ms <= stats.median_ms <= stats.p99_ms and stats.p90_ms <= stats.p99_ms
         assert stats.spread >= 1.0 and stats.iterations >= PROTOCOL.rounds * PROTOCOL.iterations
+        assert stats.p90_ms <= stats.p95_ms <= stats.p99_ms and stats.cv >= 0.0
 
 
 class TestOnnxRuntime(BackendContract):
@@ -67,8 +71,66 @@ class TestTorchCPU(BackendContract):
     options: ClassVar[dict[str, Any]] = {"threads": 1}
 
 
+def _cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def _ort_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+needs_gpu = pytest.mark.skipif(not _cuda(), reason="no CUDA GPU on this machine")
+
+
+@pytest.mark.gpu
+@needs_gpu
+class TestTorchCUDA(BackendContract):
+    name = "torch"
+    options: ClassVar[dict[str, Any]] = {"device": "cuda"}
+
+
+@pytest.mark.gpu
+@needs_gpu
+class TestTorchCUDAGraphFP16(BackendContract):
+    name = "torch"
+    options: ClassVar[dict[str, Any]] = {"device": "cuda", "precision": "fp16", "cuda_graph": True}
+
+
+@pytest.mark.gpu
+@needs_gpu
+class TestTorchCUDATransfers(BackendContract):
+    name = "torch"
+    options: ClassVar[dict[str, Any]] = {"device": "cuda", "transfers": True}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (_cuda() and _ort_cuda()), reason="no onnxruntime CUDA provider with a GPU here")
+class TestOnnxRuntimeCUDA(BackendContract):
+    name = "onnxruntime"
+    options: ClassVar[dict[str, Any]] = {"device": "cuda"}
+
+
+def test_gpu_options_fail_fast_with_the_fix_named() -> None:
+    if not _cuda():
+        with pytest.raises(ConfigError, match=r"no CUDA GPU here.*--device cpu"):
+            get_backend("torch", device="cuda")
+    if not _ort_cuda():
+        with pytest.raises(ConfigError, match="onnxruntime-gpu"):
+            get_backend("onnxruntime", device="cuda")
+    with pytest.raises(ConfigError, match="--device cpu the torch backend measures fp32"):
+        get_backend("torch", precision="fp16")
+    with pytest.raises(ConfigError, match="fp32 only"):
+        get_backend("onnxruntime", precision="fp16")
+    with pytest.raises(ConfigError, match="unknown --device 'tpu'"):
+        get_backend("torch", device="tpu")
+    with pytest.raises(ConfigError, match=r"does not take these options.*cuda_graph"):
+        get_backend("onnxruntime", cuda_graph=True)
+
+
 def test_registry_names_and_errors() -> None:
-    assert {"onnxruntime", "torch"} <= set(list_backends())
+    assert {"onnxruntime", "torch", "tensorrt"} <= set(list_backends())
     with pytest.raises(ConfigError, match="unknown latency backend 'tensorrtx'"):
         get_backend("tensorrtx")
     with pytest.raises(ConfigError, match="threads"):
