@@ -136,6 +136,11 @@ def main() -> None:
         "Relative difference: |latency of a network in one repeat / its median over the repeats - 1|, over "
         "all networks and repeats. Worst max/min - 1: the largest ratio between two repeats of one network.",
         "",
+        "What limits it: the machine is shared and virtualised, so another process can slow a stretch of "
+        "time down; the protocol re-measures rounds that disagree and flags what stays noisy, but a slow "
+        "stretch longer than a whole measurement moves every round of that network together. Backends "
+        "this machine lacks (CUDA, TensorRT) are skipped, with the reason printed.",
+        "",
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

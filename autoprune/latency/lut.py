@@ -23,7 +23,6 @@ import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from autoprune import __version__
 from autoprune._io import atomic_write, write_json
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError, ProfileError
 from autoprune.graph import ChannelGraph, ChannelGroup, check_widths, narrowest_widths, round_width
 from autoprune.latency.backends import LatencyBackend
 from autoprune.latency.fingerprint import device_identity
+from autoprune.latency.profile import check_same_run, measurement_meta
 from autoprune.latency.protocol import measure
 
 FORMAT = 1
@@ -364,21 +363,6 @@ def _identity(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_same_run(existing: dict[str, Any], new: dict[str, Any], path: Path) -> None:
-    try:
-        old = _identity(existing)
-    except (KeyError, TypeError, AttributeError):
-        raise ProfileError(f"'{path}' has a malformed sidecar: delete it to start over") from None
-    for key, cur in _identity(new).items():
-        if old.get(key) != cur:
-            what = f"another {key} ({old.get(key)} vs {cur})"
-            if key in ("groups", "layers"):  # too long to print
-                what = f"another model architecture (its {'groups' if key == 'groups' else 'convs'} differ)"
-            raise ProfileError(
-                f"'{path}' was measured with {what}: pass a new --out, or delete it to start over"
-            )
-
-
 def profile_lut(
     model: nn.Module,
     *,
@@ -410,29 +394,29 @@ def profile_lut(
     meta: dict[str, Any] = {
         "format": FORMAT,
         "kind": KIND,
-        "autoprune_version": __version__,
-        "model": model_spec,
-        "input_shape": [int(d) for d in input_shape],
-        "batch_size": int(input_shape[0]),
-        "backend": backend.name,
-        "precision": backend.precision,
-        "backend_settings": backend.settings(),
-        "device": backend.fingerprint(),
-        "protocol": protocol.to_dict(),
-        "sampling": sampling.to_dict(),
+        **measurement_meta(
+            model_spec=model_spec,
+            input_shape=input_shape,
+            backend=backend,
+            protocol=protocol,
+            sampling=sampling,
+        ),
         "grid": int(grid),
         "groups": [[g.name, g.channels] for g in graph.groups],
         "layers": [layer.to_dict() for layer in layers],
         "measured_module": "nn.Conv2d with bias, alone (no BN, activation or add)",
-        "latency_statistic": "median of round medians, ms, compute only; estimate = sum over convs",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "estimate": "sum over convs of the table, bilinear between grid points",
     }
     meta = json.loads(json.dumps(meta))  # tuples -> lists, as a reread sidecar has them
     records: list[dict[str, Any]] = []
     side = lut_sidecar_path(out)
     if out.exists() or side.exists():
         existing = read_lut(out)
-        _check_same_run(existing.meta, meta, out)
+        try:
+            old = _identity(existing.meta)
+        except (KeyError, TypeError, AttributeError):
+            raise ProfileError(f"'{out}' has a malformed sidecar: delete it to start over") from None
+        check_same_run(old, _identity(meta), out, summarize=("groups", "layers"))
         meta["created"] = existing.meta.get("created", meta["created"])
         records = existing.rows.to_dict("records")
     write_json(side, meta)

@@ -66,8 +66,9 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def slug(text: str) -> str:
-    """Lower-case letters, digits and single dashes: safe in a file name on every system."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+    """Lower-case letters, digits, dashes and single underscores (``__`` separates a profile name's
+    fields): safe in a file name on every system, and ``vgg11_bn`` stays ``vgg11_bn``."""
+    return re.sub(r"__+", "_", re.sub(r"[^a-z0-9_]+", "-", text.lower())).strip("-_") or "unknown"
 
 
 def device_slug(fingerprint: dict[str, Any]) -> str:
@@ -118,14 +119,46 @@ def _identity(meta: dict[str, Any]) -> dict[str, Any]:
     return {"device": device_identity(meta["device"]), **{k: meta[k] for k in keys}, "sampling": sampling}
 
 
-def _check_same_run(existing: dict[str, Any], new: dict[str, Any], path: Path) -> None:
-    old, cur = _identity(existing), _identity(new)
-    for key in cur:
-        if old.get(key) != cur[key]:
-            raise ProfileError(
-                f"'{path}' was measured with another {key} ({old.get(key)} vs {cur[key]}): "
-                "pass a new --out, or delete it to start over"
+def check_same_run(
+    old: dict[str, Any], new: dict[str, Any], path: Path, *, summarize: Sequence[str] = ()
+) -> None:
+    """Refuse to add measurements to ``path`` unless every identity entry matches; entries named in
+    ``summarize`` are too long to print and are named as an architecture difference."""
+    for key, cur in new.items():
+        if old.get(key) != cur:
+            what = (
+                f"another model architecture (its {key} differ)"
+                if key in summarize
+                else f"another {key} ({old.get(key)} vs {cur})"
             )
+            raise ProfileError(
+                f"'{path}' was measured with {what}: pass a new --out, or delete it to start over"
+            )
+
+
+def measurement_meta(
+    *,
+    model_spec: str | None,
+    input_shape: Sequence[int],
+    backend: LatencyBackend,
+    protocol: ProtocolConfig,
+    sampling: SamplingConfig,
+) -> dict[str, Any]:
+    """What every measurement file records about how and where it was measured."""
+    return {
+        "autoprune_version": __version__,
+        "model": model_spec,
+        "input_shape": [int(d) for d in input_shape],
+        "batch_size": int(input_shape[0]),
+        "backend": backend.name,
+        "precision": backend.precision,
+        "backend_settings": backend.settings(),
+        "device": backend.fingerprint(),
+        "protocol": protocol.to_dict(),
+        "sampling": sampling.to_dict(),
+        "latency_statistic": _statistic(backend.settings()),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def profile_model(
@@ -149,25 +182,20 @@ def profile_model(
     groups = ChannelGraph(copy.deepcopy(model).eval(), example).groups
     meta = {
         "format": FORMAT,
-        "autoprune_version": __version__,
-        "model": model_spec,
+        **measurement_meta(
+            model_spec=model_spec,
+            input_shape=input_shape,
+            backend=backend,
+            protocol=protocol,
+            sampling=sampling,
+        ),
         "num_classes": num_classes,
-        "input_shape": [int(d) for d in input_shape],
-        "batch_size": int(input_shape[0]),
-        "backend": backend.name,
-        "precision": backend.precision,
-        "backend_settings": backend.settings(),
-        "device": backend.fingerprint(),
-        "protocol": protocol.to_dict(),
-        "sampling": sampling.to_dict(),
         "groups": [[g.name, g.channels] for g in groups],
-        "latency_statistic": _statistic(backend.settings()),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     records: list[dict[str, Any]] = []
     if out.exists() or sidecar_path(out).exists():
         existing = read_profile(out)
-        _check_same_run(existing.meta, meta, out)
+        check_same_run(_identity(existing.meta), _identity(meta), out, summarize=("groups",))
         meta["created"] = existing.meta.get("created", meta["created"])
         records = existing.rows.to_dict("records")
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process killed mid-write

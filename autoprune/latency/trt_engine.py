@@ -112,6 +112,17 @@ def require_tensorrt() -> Any:
     return trt
 
 
+def tensorrt_available() -> bool:
+    """Whether TensorRT imports and torch sees a CUDA GPU: what a tensorrt-marked test needs."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        require_tensorrt()
+    except ConfigError:
+        return False
+    return True
+
+
 def trt_major(version: str) -> int:
     return int(version.split(".")[0])
 

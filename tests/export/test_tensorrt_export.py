@@ -25,22 +25,11 @@ from autoprune.export.tensorrt import (
     sidecar_path,
 )
 from autoprune.graph import ChannelGraph, apply_widths, narrowest_widths
-from autoprune.latency.trt_engine import EngineConfig
+from autoprune.latency.trt_engine import EngineConfig, tensorrt_available
 from autoprune.models import create_model
 
-
-def _tensorrt_usable() -> bool:
-    if importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available():
-        return False
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
-
-
 needs_tensorrt = pytest.mark.skipif(
-    not _tensorrt_usable(),
+    not tensorrt_available(),
     reason="TensorRT is not installed here (needs an NVIDIA GPU and the tensorrt wheel)",
 )
 IDENTITY = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.13.3.9"}

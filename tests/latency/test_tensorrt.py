@@ -24,22 +24,12 @@ from autoprune.latency.trt_engine import (
     engine_mismatch,
     engine_onnx,
     require_cuda,
+    tensorrt_available,
 )
 from autoprune.models import create_model
 
-
-def _tensorrt_usable() -> bool:
-    if importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available():
-        return False
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
-
-
 TRT_REASON = "TensorRT is not installed here (needs an NVIDIA GPU and the tensorrt wheel)"
-needs_tensorrt = pytest.mark.skipif(not _tensorrt_usable(), reason=TRT_REASON)
+needs_tensorrt = pytest.mark.skipif(not tensorrt_available(), reason=TRT_REASON)
 IDENTITY = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.13.3.9"}
 
 
