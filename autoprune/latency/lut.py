@@ -37,7 +37,7 @@ from autoprune.errors import ConfigError, ProfileError
 from autoprune.graph import ChannelGraph, ChannelGroup, check_widths, narrowest_widths, round_width
 from autoprune.latency.backends import LatencyBackend
 from autoprune.latency.fingerprint import device_identity
-from autoprune.latency.profile import check_same_run, measurement_meta
+from autoprune.latency.profile import check_same_run, measurement_meta, read_measurements
 from autoprune.latency.protocol import measure
 
 FORMAT = 1
@@ -330,19 +330,10 @@ class LatencyTable:
 def read_lut(path: str | Path) -> LatencyTable:
     path = Path(path)
     side = lut_sidecar_path(path)
-    if not path.is_file() or not side.is_file():
-        missing = path if not path.is_file() else side
-        raise ProfileError(
-            f"lookup table '{missing}' does not exist: run autoprune profile ... --lut to measure it"
-        )
-    try:
-        meta = json.loads(side.read_text())
-        rows = pd.read_parquet(path)
-    except (ValueError, OSError) as exc:
-        raise ProfileError(
-            f"lookup table '{path}' cannot be read ({type(exc).__name__}): re-run autoprune profile --lut"
-        ) from exc
-    if not isinstance(meta, dict) or meta.get("kind") != KIND or meta.get("format") != FORMAT:
+    meta, rows = read_measurements(
+        path, side, what="lookup table", fix="run autoprune profile ... --lut to measure it"
+    )
+    if meta.get("kind") != KIND or meta.get("format") != FORMAT:
         raise ProfileError(
             f"'{side}' is not an autoprune lookup-table sidecar (format {FORMAT}): "
             "re-run autoprune profile ... --lut"

@@ -91,19 +91,27 @@ def _statistic(settings: dict[str, Any]) -> str:
     return f"median of round medians, ms, {copies}"
 
 
-def read_profile(path: str | Path) -> Profile:
-    path = Path(path)
-    side = sidecar_path(path)
+def read_measurements(path: Path, side: Path, *, what: str, fix: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A parquet file and its JSON sidecar, or a one-line ProfileError naming ``fix``."""
     if not path.is_file() or not side.is_file():
         missing = path if not path.is_file() else side
-        raise ProfileError(f"profile file '{missing}' does not exist: run autoprune profile ... --out {path}")
+        raise ProfileError(f"{what} '{missing}' does not exist: {fix}")
     try:
         meta = json.loads(side.read_text())
         rows = pd.read_parquet(path)
     except (ValueError, OSError) as exc:
-        raise ProfileError(
-            f"profile '{path}' cannot be read ({type(exc).__name__}): re-run autoprune profile"
-        ) from exc
+        raise ProfileError(f"{what} '{path}' cannot be read ({type(exc).__name__}): {fix}") from exc
+    if not isinstance(meta, dict):
+        raise ProfileError(f"'{side}' is not an autoprune sidecar: {fix}")
+    return meta, rows
+
+
+def read_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    side = sidecar_path(path)
+    meta, rows = read_measurements(
+        path, side, what="profile file", fix=f"run autoprune profile ... --out {path}"
+    )
     if meta.get("format") != FORMAT or "groups" not in meta or "kind" in meta:  # "kind": a lookup table
         raise ProfileError(
             f"'{side}' is not an autoprune profile sidecar (format {FORMAT}): re-run autoprune profile"
