@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -35,6 +37,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a parquet file that a writer may be replacing (``atomic_write``) while we read.
+
+    By path, pyarrow stats the file and opens it separately, so a rename in between pairs the old
+    size with the new contents ("Page was smaller than expected"). An open handle pins one inode.
+    """
+    with open(path, "rb") as handle:
+        return pd.read_parquet(handle)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from autoprune import __version__
-from autoprune._io import atomic_write, write_json
+from autoprune._io import atomic_write, read_parquet, write_json
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ProfileError
 from autoprune.graph import ChannelGraph, ChannelGroup, Widths, count_macs_params, pruned_copy
@@ -98,7 +98,7 @@ def read_measurements(path: Path, side: Path, *, what: str, fix: str) -> tuple[d
         raise ProfileError(f"{what} '{missing}' does not exist: {fix}")
     try:
         meta = json.loads(side.read_text())
-        rows = pd.read_parquet(path)
+        rows = read_parquet(path)
     except (ValueError, OSError) as exc:
         raise ProfileError(f"{what} '{path}' cannot be read ({type(exc).__name__}): {fix}") from exc
     if not isinstance(meta, dict):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -189,7 +188,7 @@ def test_sigkill_loses_at_most_the_network_in_flight(tmp_path) -> None:  # type:
     rows = 0
     while rows < 5 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-        rows = len(pd.read_parquet(out)) if out.exists() else 0
+        rows = len(read_profile(out).rows) if out.exists() else 0  # races the writer's renames
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and rows >= 5
