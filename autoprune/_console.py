@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+# Not a terminal (a log file, CI): rich would assume 80 columns and squeeze the wide tables.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 class Reporter:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from autoprune._console import Reporter
 from autoprune._io import write_json
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
 from autoprune.data import load_dataset
-from autoprune.errors import ConfigError, ModelError
+from autoprune.errors import ConfigError, ModelError, ProfileError
 from autoprune.export import OnnxExport, TensorRTExport, export_onnx, export_tensorrt
 from autoprune.graph import ChannelGraph, count_macs_params, dense_widths
 from autoprune.latency import (
@@ -29,17 +30,35 @@ from autoprune.latency import (
     Profile,
     cuda_index,
     default_profile_path,
+    device_identity,
     get_backend,
     lut_path,
     measure_widths,
     profile_lut,
     profile_model,
+    read_lut,
     read_profile,
 )
 from autoprune.models import create_model, load_checkpoint, read_checkpoint, save_checkpoint
-from autoprune.predictor import LatencyPredictor, fit_lpnet
+from autoprune.predictor import (
+    ActiveAcquirer,
+    Comparison,
+    Features,
+    LatencyPredictor,
+    compare,
+    layers_of,
+    make_predictor,
+    predictor_kinds,
+)
 from autoprune.prune import load_pruned, prune_model, save_pruned
-from autoprune.report import ModelSummary, markdown_table, write_report
+from autoprune.report import (
+    PREDICTOR_HEADER,
+    ModelSummary,
+    calibration_plot,
+    markdown_table,
+    predictor_rows,
+    write_report,
+)
 from autoprune.search import (
     Measured,
     check_budget,
@@ -113,15 +132,29 @@ def profile(
     sampling: SamplingConfig = SamplingConfig(),
     protocol: ProtocolConfig = ProtocolConfig(),
     lut_grid: int | None = None,
+    active: bool = False,
+    budget_ms: float | None = None,
+    active_initial: int = 20,
+    active_batch: int = 10,
     profiles_dir: str | Path = "latency_profiles",
     reporter: Reporter = _SILENT,
 ) -> Profile:
     """Measure sub-networks of ``model`` on this machine and append them to the profile ``out``
     (default: under ``profiles_dir``, see :func:`autoprune.latency.default_profile_path`). With
-    ``lut_grid``, also measure the per-layer lookup table beside it (``<profile>.lut.parquet``)."""
+    ``lut_grid``, also measure the per-layer lookup table beside it (``<profile>.lut.parquet``).
+    With ``active``, the planned networks stop after ``active_initial``; the rest are chosen
+    ``active_batch`` at a time where an LPNet ensemble fit on what is measured disagrees most (near
+    ``budget_ms`` when given)."""
+    if budget_ms is not None and not active:
+        raise ConfigError("--budget-ms steers active profiling: add --active, or drop --budget-ms")
     net, classes = load_model(model, checkpoint=checkpoint, num_classes=num_classes)
     _check_forward(net, model, input_shape)
     timer = get_backend(backend, **(backend_options or {}))
+    acquire: ActiveAcquirer | None = None
+    if active:
+        groups = ChannelGraph(copy.deepcopy(net), torch.zeros(1, *input_shape[1:])).groups
+        features = Features(groups, layers_of(net, input_shape, groups))
+        acquire = ActiveAcquirer(features, budget_ms=budget_ms, batch=active_batch, seed=sampling.seed)
     if out is None:
         out = default_profile_path(profiles_dir, model=model, backend=timer, input_shape=input_shape)
     prof = profile_model(
@@ -134,6 +167,8 @@ def profile(
         protocol=protocol,
         out=out,
         on_sample=reporter.task(f"profile {model}"),
+        acquire=acquire,
+        initial=active_initial,
     )
     if lut_grid is not None:
         profile_lut(
@@ -154,16 +189,112 @@ def profile(
 @dataclass(frozen=True)
 class FitResult:
     predictor: LatencyPredictor
-    metrics: dict[str, dict[str, float]]
+    comparison: Comparison
     path: Path
+    metrics_path: Path
+    plot_path: Path
+    rows: dict[str, int]
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Held-out metrics per predictor kind."""
+        return {kind: r["held_out"] for kind, r in self.comparison.results.items()}
 
 
-def fit(profile_path: str | Path, *, out: str | Path, config: FitConfig = FitConfig()) -> FitResult:
-    """Train LPNet on a profile; save it (bound to model and device) and its held-out metrics."""
-    predictor, metrics = fit_lpnet(read_profile(profile_path), config)
-    predictor.save(out)
-    write_json(Path(out).with_suffix(".json"), {"metrics": metrics, "fit": config.to_dict()})
-    return FitResult(predictor, metrics, Path(out))
+def predictor_features(prof: Profile, *, model: str | None = None) -> Features:
+    """The features every predictor of ``prof`` sees: its lookup table's layers and latencies when the
+    profile has a table beside it, otherwise the layers of ``model`` (default: the profiled spec)."""
+    table_path = lut_path(prof.path)
+    if table_path.exists():
+        table = read_lut(table_path)
+        mismatch = _lut_mismatch(prof.meta, table.meta)
+        if mismatch:
+            raise ProfileError(
+                f"lookup table '{table_path}' was measured with another {mismatch} than its profile: "
+                "re-run autoprune profile ... --lut, or move the table away"
+            )
+        return Features(prof.groups, table.layers, table.tables())
+    spec = model or prof.meta["model"]
+    if not spec:
+        raise ConfigError("the profile does not name its model: pass --model SPEC to derive MACs")
+    try:
+        net = create_model(spec, num_classes=prof.meta["num_classes"])
+    except ModelError as exc:
+        raise ModelError(f"{exc} (fit builds the profiled model to derive MACs: pass --model SPEC)") from exc
+    return Features(prof.groups, layers_of(net, prof.meta["input_shape"], prof.groups))
+
+
+def _lut_mismatch(profile_meta: dict[str, Any], table_meta: dict[str, Any]) -> str | None:
+    if device_identity(profile_meta["device"]) != device_identity(table_meta["device"]):
+        return "device"
+    for key in ("groups", "input_shape", "backend", "precision", "backend_settings"):
+        if profile_meta.get(key) != table_meta.get(key):
+            return key
+    return None
+
+
+def fit(
+    profile_path: str | Path,
+    *,
+    out: str | Path,
+    config: FitConfig = FitConfig(),
+    model: str | None = None,
+    reporter: Reporter = _SILENT,
+) -> FitResult:
+    """Compare the predictors on the profile (held-out split and k-fold), then fit the chosen one
+    (``config.predictor``) on all usable rows and save it, bound to model and device, with
+    ``<out>.json`` (metrics) and ``<out>.calibration.png`` beside it."""
+    prof = read_profile(profile_path)
+    features = predictor_features(prof, model=model)
+    noisy = prof.rows["noisy"].to_numpy(bool) if "noisy" in prof.rows else np.zeros(len(prof.rows), bool)
+    keep = np.ones(len(noisy), bool) if config.include_noisy else ~noisy
+    usable = Profile(prof.path, prof.meta, prof.rows[keep].reset_index(drop=True))
+    kinds = list(config.compare or [k for k in predictor_kinds() if features.lut or k not in _LUT_KINDS])
+    if config.predictor not in kinds:
+        kinds.insert(0, config.predictor)
+    options = {"lpnet": config.lpnet_options(), **{k: {"seed": config.seed} for k in _SEEDED_KINDS}}
+    for kind in kinds:  # an unknown name or a missing lookup table fails now, before any work
+        make_predictor(kind, features, **options.get(kind, {}))
+    step = reporter.task(f"fit: comparing {len(kinds)} predictors")
+    done = iter(range(1, len(kinds) + 1))
+    comparison = compare(
+        usable,
+        features,
+        kinds,
+        holdout=config.holdout,
+        folds=config.folds,
+        seed=config.seed,
+        options=options,
+        on_step=lambda kind: step(next(done) - 1, len(kinds)),
+    )
+    step(len(kinds), len(kinds))
+    chosen = make_predictor(config.predictor, features, **options.get(config.predictor, {})).fit(usable)
+    chosen.meta["fit"] = config.to_dict()
+    chosen.meta["metrics"] = comparison.results[config.predictor]
+    out = Path(out)
+    chosen.save(out)
+    rows = {"total": len(prof.rows), "used": int(keep.sum()), "noisy_left_out": int((~keep).sum())}
+    metrics_path = write_json(
+        out.with_suffix(".json"),
+        {
+            "profile": str(prof.path),
+            "chosen": config.predictor,
+            "fit": config.to_dict(),
+            "rows": rows,
+            **comparison.to_dict(),
+        },
+    )
+    plot = calibration_plot(
+        out.with_suffix(".calibration.png"),
+        comparison.measured,
+        {comparison.results[k]["label"]: p for k, p in comparison.predicted.items()},
+        title=f"{prof.meta['model']} on {prof.meta['backend']}: {len(comparison.measured)} held-out networks",
+    )
+    return FitResult(chosen, comparison, out, metrics_path, plot, rows)
+
+
+_LUT_KINDS = ("lut", "lut_linear")
+_SEEDED_KINDS = ("gb", "rf", "ridge")
 
 
 # -- search ------------------------------------------------------------------------------------------
@@ -197,6 +328,15 @@ def search(
     get_criterion(config.criterion)  # an unknown name fails now, not in the first trial
     ds = load_dataset(data, image_size=image_size)
     lp = LatencyPredictor.load(predictor)
+    confidence = config.budget_confidence
+    if confidence is not None and not lp.has_spread:
+        raise ConfigError(
+            f"--budget-confidence needs an ensemble's spread; '{predictor}' is a {lp.kind} predictor: "
+            "fit with --predictor lpnet"
+        )
+    predict_ms: Callable[[dict[str, int]], float] = (
+        lp.predict if confidence is None else lambda w: lp.predict_upper(w, confidence)
+    )
     net, classes = load_model(model, checkpoint=checkpoint, num_classes=ds.num_classes)
     input_shape = list(lp.meta["input_shape"])
     if list(ds.input_shape) != input_shape[1:]:
@@ -265,7 +405,7 @@ def search(
         opt_study,
         space,
         evaluate=evaluate,
-        predict_ms=lp.predict,
+        predict_ms=predict_ms,
         budget_ms=budget_ms,
         trials=config.trials,
         on_trial=reporter.task("search trials"),
@@ -556,7 +696,7 @@ def demo(
         reporter=reporter,
     )
     reporter.log(f"profile: {len(prof.rows)} sub-networks measured -> {prof.path}")
-    fitted = fit(prof.path, out=run / "predictor.pt")
+    fitted = fit(prof.path, out=run / "predictor.pt", config=FitConfig(folds=0), reporter=reporter)
     lp = fitted.metrics["lpnet"]
     reporter.log(
         f"LPNet held-out: MAPE {lp['mape']:.2f} %, within ±10 % {lp['within_10']:.0f} %, "
@@ -578,7 +718,7 @@ def demo(
     onnx = export_onnx(pruned.module, pruned.input_shape, run / "model.onnx")
     sections = {
         "Profile": _profile_section(prof),
-        "Latency predictor (held-out networks)": _fit_section(fitted.metrics),
+        "Latency predictors": _fit_section(fitted),
         **found.sections,
         "Export": f"`{onnx.path}`: ONNX opset 17, dynamic batch; "
         f"max |onnxruntime - torch| = {onnx.max_abs_diff:.3g} "
@@ -605,12 +745,11 @@ def _profile_section(prof: Profile) -> str:
     )
 
 
-def _fit_section(metrics: dict[str, dict[str, float]]) -> str:
-    rows = [
-        [name, f"{m['mape']:.2f}", f"{m['within_10']:.0f}", f"{m['kendall_tau']:.3f}", str(m["n"])]
-        for name, m in metrics.items()
-    ]
+def _fit_section(fitted: FitResult) -> str:
+    rows = fitted.rows
     return (
-        markdown_table(["predictor", "MAPE %", "within ±10 % (%)", "Kendall τ", "held-out networks"], rows)
+        f"{len(fitted.comparison.measured)} held-out networks; {rows['used']} of {rows['total']} rows used "
+        f"({rows['noisy_left_out']} flagged noisy left out). Saved: LPNet.\n\n"
+        + markdown_table(PREDICTOR_HEADER, predictor_rows(fitted.comparison.results))
         + "\n"
     )

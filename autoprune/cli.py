@@ -8,8 +8,6 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from rich.table import Table
-
 from autoprune import __version__
 from autoprune._console import RichReporter, console, make_progress
 from autoprune.errors import AutopruneError
@@ -100,18 +98,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lut", action="store_true", help="also measure the per-layer lookup table (HALP)")
     p.add_argument("--lut-grid", type=int, default=8, help="widths per axis in the lookup table")
     p.add_argument(
+        "--active",
+        action="store_true",
+        help="after --active-initial planned networks, measure where the LPNet ensemble disagrees most",
+    )
+    p.add_argument("--budget-ms", type=float, help="--active: prefer networks predicted near this latency")
+    p.add_argument("--active-initial", type=int, default=20, help="--active: planned networks measured first")
+    p.add_argument("--active-batch", type=int, default=10, help="--active: networks chosen per LPNet refit")
+    p.add_argument(
         "--out",
         help="PROFILE.parquet (default: latency_profiles/<device>/<model>__<backend>__<precision>__"
         "bs<N>__<H>x<W>.parquet); its JSON sidecar is written beside it",
     )
 
-    p = sub.add_parser("fit", help="train the latency predictor (LPNet) on a profile")
+    p = sub.add_parser(
+        "fit", help="compare latency predictors on a profile; save the chosen one (LPNet by default)"
+    )
     p.add_argument("profile")
-    p.add_argument("--epochs", type=int, default=1500)
-    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--out", required=True, help="predictor file to write (+ .json metrics, .calibration.png)")
+    p.add_argument(
+        "--predictor",
+        default="lpnet",
+        help="the one to save: lpnet | flops | lut | lut_linear | gb | rf | ridge",
+    )
+    p.add_argument("--compare", nargs="+", help="predictors to compare (default: all the profile allows)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of networks held out for the metrics")
+    p.add_argument("--folds", type=int, default=5, help="k-fold cross-validation folds (0: none)")
+    p.add_argument("--include-noisy", action="store_true", help="also use rows the profiler flagged noisy")
+    p.add_argument("--members", type=int, default=5, help="LPNet ensemble members")
+    p.add_argument("--epochs", type=int, default=1500, help="LPNet training epochs (full batch)")
+    p.add_argument("--hidden", type=int, default=64, help="LPNet hidden width")
+    p.add_argument("--model", help="model spec, when the profile has no lookup table and its spec moved")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="predictor file to write")
 
     p = sub.add_parser("search", help="search per-group widths under a latency budget")
     p.add_argument("model")
@@ -122,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
     budget.add_argument(
         "--budget-ratio", type=float, help="budget as a fraction of the dense latency measured now"
+    )
+    p.add_argument(
+        "--budget-confidence",
+        type=float,
+        help="constrain mean + z*std of the LPNet ensemble: feasible with this probability (e.g. 0.95)",
     )
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file in the run directory)")
@@ -170,7 +193,7 @@ def _run(args: argparse.Namespace) -> None:
     from autoprune import api
     from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
     from autoprune.export import TensorRTExport
-    from autoprune.report import comparison_table
+    from autoprune.report import comparison_table, predictor_table
 
     started = time.perf_counter()
     with make_progress() as progress:
@@ -215,6 +238,10 @@ def _run(args: argparse.Namespace) -> None:
                     max_remeasures=args.max_remeasures,
                 ),
                 lut_grid=args.lut_grid if args.lut else None,
+                active=args.active,
+                budget_ms=args.budget_ms,
+                active_initial=args.active_initial,
+                active_batch=args.active_batch,
                 reporter=reporter,
             )
             progress.stop()
@@ -225,11 +252,30 @@ def _run(args: argparse.Namespace) -> None:
                 + (f"; {noisy} flagged noisy (column 'noisy')" if noisy else "")
             )
         elif args.command == "fit":
-            fit_cfg = FitConfig(epochs=args.epochs, hidden=args.hidden, holdout=args.holdout, seed=args.seed)
-            fitted = api.fit(args.profile, out=args.out, config=fit_cfg)
+            fit_cfg = FitConfig(
+                predictor=args.predictor,
+                compare=tuple(args.compare) if args.compare else None,
+                holdout=args.holdout,
+                folds=args.folds,
+                include_noisy=args.include_noisy,
+                members=args.members,
+                epochs=args.epochs,
+                hidden=args.hidden,
+                seed=args.seed,
+            )
+            fitted = api.fit(args.profile, out=args.out, config=fit_cfg, model=args.model, reporter=reporter)
             progress.stop()
-            console.print(_metrics_table(fitted.metrics))
-            console.print(f"saved {fitted.path}")
+            held = len(fitted.comparison.measured)
+            console.print(
+                predictor_table(
+                    fitted.comparison.results,
+                    f"latency predictors: {held} held-out networks, {fit_cfg.folds}-fold on "
+                    f"{fitted.rows['used']} ({fitted.rows['noisy_left_out']} flagged noisy left out)",
+                )
+            )
+            console.print(
+                f"saved {fitted.path} ({args.predictor}), {fitted.metrics_path}, {fitted.plot_path}"
+            )
         elif args.command == "search":
             search_cfg = SearchConfig(
                 budget_ms=args.budget_ms,
@@ -240,6 +286,7 @@ def _run(args: argparse.Namespace) -> None:
                 finalists=args.finalists,
                 criterion=args.criterion,
                 lr=args.lr,
+                budget_confidence=args.budget_confidence,
                 seed=args.seed,
             )
             s = api.search(
@@ -294,22 +341,6 @@ def _run(args: argparse.Namespace) -> None:
                 f"run directory {d.run_dir} (report.md, pruned.pt, model.onnx); "
                 f"wall time {time.perf_counter() - started:.0f} s"
             )
-
-
-def _metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
-    table = Table(title="latency predictors on held-out sub-networks")
-    for name in ("predictor", "MAPE %", "within ±10 %", "RMSE ms", "Kendall τ", "n"):
-        table.add_column(name, justify="right")
-    for name, m in metrics.items():
-        table.add_row(
-            name,
-            f"{m['mape']:.2f}",
-            f"{m['within_10']:.0f} %",
-            f"{m['rmse_ms']:.4f}",
-            f"{m['kendall_tau']:.3f}",
-            str(m["n"]),
-        )
-    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,20 +103,40 @@ class SamplingConfig(_Config):
 
 @dataclass(frozen=True)
 class FitConfig(_Config):
-    """LPNet: an MLP from normalised widths to log-latency, trained full-batch with Adam."""
+    """``autoprune fit``: which predictor to save (``predictor``), which to compare it with
+    (``compare``; None: every one the profile allows), the held-out share and k-fold count, and
+    LPNet's ensemble and training settings. Rows the profiler flagged noisy are left out unless
+    ``include_noisy``."""
 
+    predictor: str = "lpnet"
+    compare: tuple[str, ...] | None = None
+    holdout: float = 0.2
+    folds: int = 5
+    include_noisy: bool = False
+    members: int = 5
     hidden: int = 64
     layers: int = 2
     epochs: int = 1500
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    holdout: float = 0.2
     seed: int = 0
 
     def __post_init__(self) -> None:
         self._positive("hidden", "layers", "epochs", "lr")
         if not 0 < self.holdout < 1:
             raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"--folds must be 0 (no k-fold) or >= 2, got {self.folds}")
+        if self.members < 2:
+            raise ConfigError(
+                f"--members must be >= 2 (the ensemble's spread is its uncertainty), got {self.members}"
+            )
+        if self.compare is not None:
+            object.__setattr__(self, "compare", tuple(self.compare))
+
+    def lpnet_options(self) -> dict[str, Any]:
+        keys = ("members", "hidden", "layers", "epochs", "lr", "weight_decay", "seed")
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,7 @@ class SearchConfig(_Config):
     finalists: int = 3
     criterion: str = "l1"
     lr: float = 0.05  # fine-tune lr: at 0.01 one epoch leaves a heavily pruned ResNet-20 near chance
+    budget_confidence: float | None = None  # constrain mean + z * std of the ensemble, not the mean
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,5 +162,7 @@ class SearchConfig(_Config):
         if self.budget_ratio is not None and not 0 < self.budget_ratio <= 1:
             raise ConfigError(f"--budget-ratio must be in (0, 1], got {self.budget_ratio}")
         self._positive("trials", "finalists", "lr")
+        if self.budget_confidence is not None and not 0.5 <= self.budget_confidence < 1:
+            raise ConfigError(f"--budget-confidence must be in [0.5, 1), got {self.budget_confidence}")
         if self.finetune_epochs < 0 or self.final_epochs < 0:
             raise ConfigError("fine-tune epochs must be >= 0")

@@ -24,5 +24,5 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "resnet20", out=profile, checkpoint=ckpt, sampling=SamplingConfig(samples=12), protocol=QUICK_PROTOCOL
     )
     predictor = root / "predictor.pt"
-    api.fit(profile, out=predictor, config=FitConfig(epochs=300))
+    api.fit(profile, out=predictor, config=FitConfig(epochs=300, folds=0, include_noisy=True))
     return {"root": root, "checkpoint": ckpt, "profile": profile, "predictor": predictor}

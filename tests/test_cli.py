@@ -231,3 +231,55 @@ def test_gpu_and_tensorrt_requests_fail_with_the_fix_named(
         _fails(capsys, ["export", run, "--format", "tensorrt", "--precision", "fp16"], "autoprune[tensorrt]")
     _fails(capsys, ["export", run, "--format", "tensorrt", "--calib-data", "digits"], "--precision int8")
     assert not list((tmp_path / "run").glob("*.engine"))
+
+
+def test_fit_compares_predictors_and_writes_table_metrics_and_plot(
+    tiny_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "pred.pt"
+    args = ["fit", str(tiny_run["profile"]), "--out", str(out), "--include-noisy", "--folds", "2"]
+    assert main([*args, "--epochs", "60", "--members", "2", "--compare", "flops", "ridge"]) == 0
+    err = capsys.readouterr().err
+    assert all(kind in err for kind in ("lpnet", "flops", "ridge", "k-fold MAPE %", "ms/1000 q")), err
+    metrics = json.loads(out.with_suffix(".json").read_text())
+    assert metrics["chosen"] == "lpnet" and set(metrics["predictors"]) == {"lpnet", "flops", "ridge"}
+    assert metrics["predictors"]["flops"]["kfold"]["n"] == metrics["rows"]["used"]
+    assert out.with_suffix(".calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _fails(capsys, [*args, "--predictor", "lut"], "needs the profile's lookup table")
+    _fails(capsys, [*args, "--predictor", "nope"], "unknown predictor 'nope'")
+    _fails(
+        capsys, ["profile", "resnet20", "--budget-ms", "1", "--out", str(tmp_path / "p.parquet")], "--active"
+    )
+    assert main([*args, "--predictor", "flops", "--folds", "0", "--compare", "flops"]) == 0
+    capsys.readouterr()
+    search = ["search", "resnet20", "--checkpoint", str(tiny_run["checkpoint"]), "--data", "digits"]
+    _fails(
+        capsys,
+        [
+            *search,
+            "--predictor",
+            str(out),
+            "--budget-ratio",
+            "0.9",
+            "--budget-confidence",
+            "0.95",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        "fit with --predictor lpnet",
+    )
+    _fails(
+        capsys,
+        [
+            *search,
+            "--predictor",
+            str(tiny_run["predictor"]),
+            "--budget-ratio",
+            "0.9",
+            "--budget-confidence",
+            "1.5",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        "--budget-confidence must be in",
+    )

@@ -15,6 +15,7 @@ from autoprune.errors import ConfigError
         ProtocolConfig(rounds=5),
         SamplingConfig(samples=9),
         FitConfig(hidden=8),
+        FitConfig(compare=("lpnet", "flops"), folds=0),
         SearchConfig(budget_ratio=0.5, trials=4),
     ],
 )

@@ -18,7 +18,6 @@ JSON sidecar with the layer <-> group mapping and grid, so ``read_lut`` alone ca
 
 from __future__ import annotations
 
-import bisect
 import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -241,30 +240,93 @@ def find_layers(
     return layers
 
 
-class _Interp:
-    """Bilinear interpolation on one layer's grid: exact at grid points, linear between them and
-    linearly extrapolated from the nearest segment outside (clipped at 0)."""
+class ConvChannels:
+    """Every layer's (c_in, c_out) as a linear function of the group widths, in torch (differentiable):
+    ``c = widths @ matrix + fixed``, ``widths`` being (N, groups) in ``groups`` order."""
 
-    def __init__(self, xin: Sequence[int], xout: Sequence[int], table: np.ndarray) -> None:
-        self.xin, self.xout = [float(v) for v in xin], [float(v) for v in xout]
-        self.table = table.tolist()  # python floats: cheaper than numpy scalars for one lookup
+    def __init__(self, layers: Sequence[ConvLayer], groups: Sequence[ChannelGroup]) -> None:
+        index = {g.name: i for i, g in enumerate(groups)}
+        n_groups, n_layers = len(index), len(layers)
+        self.in_matrix, self.out_matrix = torch.zeros(n_groups, n_layers), torch.zeros(n_groups, n_layers)
+        self.in_fixed, self.out_fixed = torch.zeros(n_layers), torch.zeros(n_layers)
+        for col, layer in enumerate(layers):
+            if layer.out_group is None:
+                self.out_fixed[col] = layer.out_channels
+            else:
+                self.out_matrix[index[layer.out_group], col] = 1.0
+            if layer.depthwise:  # c_in follows c_out
+                self.in_matrix[:, col], self.in_fixed[col] = self.out_matrix[:, col], self.out_fixed[col]
+                continue
+            self.in_fixed[col] = layer.in_fixed
+            for g in layer.in_groups:
+                self.in_matrix[index[g], col] += 1.0
 
-    @staticmethod
-    def _weights(axis: list[float], v: float) -> tuple[int, float]:
-        if len(axis) == 1:
-            return 0, 0.0
-        i = min(max(bisect.bisect_right(axis, v) - 1, 0), len(axis) - 2)
-        return i, (v - axis[i]) / (axis[i + 1] - axis[i])
+    def __call__(self, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_in, c_out), each (N, layers), in ``widths``' dtype."""
+        dt = widths.dtype
+        c_in = widths @ self.in_matrix.to(dt) + self.in_fixed.to(dt)
+        return c_in, widths @ self.out_matrix.to(dt) + self.out_fixed.to(dt)
 
-    def __call__(self, c_in: float, c_out: float) -> float:
-        i, s = self._weights(self.xin, c_in)
-        j, t = self._weights(self.xout, c_out)
-        row, nxt = self.table[i], self.table[i + 1] if s else None
-        low = row[j] + t * (row[j + 1] - row[j]) if t else row[j]
-        if nxt is None:
-            return max(low, 0.0)
-        high = nxt[j] + t * (nxt[j + 1] - nxt[j]) if t else nxt[j]
-        return max(low + s * (high - low), 0.0)
+
+def _segment(axis: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices (lo, hi) of the grid segment holding ``v`` (the nearest one outside) and the position
+    in it, 0 at lo and 1 at hi: linear interpolation inside, linear extrapolation outside."""
+    if len(axis) == 1:
+        zero = torch.zeros_like(v, dtype=torch.long)
+        return zero, zero, torch.zeros_like(v)
+    lo = (torch.searchsorted(axis, v.detach().contiguous(), right=True) - 1).clamp(0, len(axis) - 2)
+    return lo, lo + 1, (v - axis[lo]) / (axis[lo + 1] - axis[lo])
+
+
+def bilinear(
+    xin: torch.Tensor, xout: torch.Tensor, table: torch.Tensor, c_in: torch.Tensor, c_out: torch.Tensor
+) -> torch.Tensor:
+    """``table`` (len(xin), len(xout)) read at (c_in, c_out) bilinearly, clipped at 0; differentiable."""
+    i0, i1, s = _segment(xin, c_in)
+    j0, j1, t = _segment(xout, c_out)
+    low = table[i0, j0] + t * (table[i0, j1] - table[i0, j0])
+    high = table[i1, j0] + t * (table[i1, j1] - table[i1, j0])
+    return (low + s * (high - low)).clamp(min=0.0)
+
+
+class LayerTables:
+    """The table's numbers without the file: per layer its grid and latencies (ms), read in torch.
+
+    Everything needed to estimate is in ``state()`` (plain lists), so a predictor can carry it."""
+
+    def __init__(self, groups: Sequence[ChannelGroup], layers: Sequence[ConvLayer], grids: Sequence[Any]):
+        self.groups, self.layers = list(groups), list(layers)
+        self.grids = [
+            (list(map(float, xi)), list(map(float, xo)), np.asarray(t, float).tolist()) for xi, xo, t in grids
+        ]
+        self.channels = ConvChannels(self.layers, self.groups)
+        self._grids = [
+            (torch.tensor(xi, dtype=torch.float64), torch.tensor(xo, dtype=torch.float64),
+             torch.tensor(t, dtype=torch.float64))
+            for xi, xo, t in self.grids
+        ]  # fmt: skip
+
+    def per_layer(self, widths: torch.Tensor) -> torch.Tensor:
+        """(N, layers) latencies (ms) of every conv for (N, groups) widths (groups in order)."""
+        c_in, c_out = self.channels(widths)
+        cols = []
+        for col, (layer, (xi, xo, table)) in enumerate(zip(self.layers, self._grids, strict=True)):
+            dt = widths.dtype
+            c_i = torch.zeros_like(c_out[:, col]) if layer.depthwise else c_in[:, col]  # 1-D table
+            cols.append(bilinear(xi.to(dt), xo.to(dt), table.to(dt), c_i, c_out[:, col]))
+        return torch.stack(cols, dim=1)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "groups": [[g.name, g.channels] for g in self.groups],
+            "layers": [layer.to_dict() for layer in self.layers],
+            "grids": [list(g) for g in self.grids],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> LayerTables:
+        groups = [ChannelGroup(name, int(ch), ()) for name, ch in state["groups"]]
+        return cls(groups, [ConvLayer.from_dict(d) for d in state["layers"]], state["grids"])
 
 
 @dataclass
@@ -274,7 +336,7 @@ class LatencyTable:
     path: Path
     meta: dict[str, Any]
     rows: pd.DataFrame
-    _interps: list[tuple[ConvLayer, _Interp]] | None = field(default=None, init=False, repr=False)
+    _tables: LayerTables | None = field(default=None, init=False, repr=False)
 
     @property
     def groups(self) -> list[ChannelGroup]:
@@ -284,14 +346,15 @@ class LatencyTable:
     def layers(self) -> list[ConvLayer]:
         return [ConvLayer.from_dict(d) for d in self.meta["layers"]]
 
-    def _tables(self) -> list[tuple[ConvLayer, _Interp]]:
-        if self._interps is not None:
-            return self._interps
+    def tables(self) -> LayerTables:
+        """Each layer's grid and its measured latencies; a ProfileError if the table is unfinished."""
+        if self._tables is not None:
+            return self._tables
         latency = {
             (str(r.layer), int(r.c_in), int(r.c_out)): float(r.latency_ms)
             for r in self.rows[["layer", "c_in", "c_out", "latency_ms"]].itertuples(index=False)
         }
-        interps, missing = [], 0
+        grids, missing = [], 0
         for layer in self.layers:
             xin = layer.out_axis if layer.depthwise else layer.in_axis
             if layer.depthwise:  # c_in = c_out: a 1-D table, its in-axis a single dummy point
@@ -301,30 +364,34 @@ class LatencyTable:
                 values = [[latency.get((layer.name, ci, co), np.nan) for co in layer.out_axis] for ci in xin]
             table = np.array(values, dtype=float)
             missing += int(np.isnan(table).sum())
-            interps.append((layer, _Interp(xin, layer.out_axis, table)))
+            grids.append((xin, layer.out_axis, table))
         if missing:
             raise ProfileError(
                 f"lookup table '{self.path}' lacks {missing} of its entries (an interrupted run): "
                 "re-run autoprune profile ... --lut to finish it"
             )
-        self._interps = interps
-        return interps
+        self._tables = LayerTables(self.groups, self.layers, grids)
+        return self._tables
+
+    def _widths(self, widths: Sequence[Mapping[str, int]]) -> torch.Tensor:
+        groups = self.groups
+        full = [check_widths(groups, w) for w in widths]
+        return torch.tensor([[w[g.name] for g in groups] for w in full], dtype=torch.float64)
 
     def layer_latencies(self, widths: Mapping[str, int]) -> dict[str, float]:
         """Each conv layer's table latency (ms) in the sub-network ``widths`` (omitted groups: dense)."""
-        full = check_widths(self.groups, widths)
-        out = {}
-        for layer, interp in self._tables():
-            c_in, c_out = layer.channels(full)
-            out[layer.name] = interp(0 if layer.depthwise else c_in, c_out)
-        return out
+        tables = self.tables()
+        row = tables.per_layer(self._widths([widths]))[0].tolist()
+        return {layer.name: ms for layer, ms in zip(tables.layers, row, strict=True)}
 
     def estimate(self, widths: Mapping[str, int]) -> float:
         """The sub-network's latency (ms): the sum of its convolutions' table latencies."""
-        return float(sum(self.layer_latencies(widths).values()))
+        return float(self.estimate_many([widths])[0])
 
     def estimate_many(self, widths: Sequence[Mapping[str, int]]) -> np.ndarray:
-        return np.array([self.estimate(w) for w in widths], dtype=float)
+        if not widths:
+            return np.zeros(0)
+        return self.tables().per_layer(self._widths(widths)).sum(1).numpy()
 
 
 def read_lut(path: str | Path) -> LatencyTable:
@@ -482,4 +549,14 @@ def _write_rows(out: Path, frame: pd.DataFrame) -> None:
     atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-__all__ = ["ConvLayer", "LatencyTable", "find_layers", "lut_path", "profile_lut", "read_lut"]
+__all__ = [
+    "ConvChannels",
+    "ConvLayer",
+    "LatencyTable",
+    "LayerTables",
+    "bilinear",
+    "find_layers",
+    "lut_path",
+    "profile_lut",
+    "read_lut",
+]

@@ -29,7 +29,7 @@ from torch import nn
 from autoprune import __version__
 from autoprune._io import atomic_write, read_parquet, write_json
 from autoprune.config import ProtocolConfig, SamplingConfig
-from autoprune.errors import ProfileError
+from autoprune.errors import ConfigError, ProfileError
 from autoprune.graph import ChannelGraph, ChannelGroup, Widths, count_macs_params, pruned_copy
 from autoprune.latency.backends import LatencyBackend
 from autoprune.latency.fingerprint import device_identity
@@ -180,11 +180,18 @@ def profile_model(
     protocol: ProtocolConfig,
     out: str | Path,
     on_sample: Callable[[int, int], None] | None = None,
+    acquire: Callable[[Profile, int], list[Widths]] | None = None,
+    initial: int = 0,
 ) -> Profile:
     """Measure the planned sub-networks of ``model`` and append them to the profile ``out``.
 
-    ``on_sample(done, total)`` is called after every network (measured or already present).
+    With ``acquire`` (active profiling), only the plan's first ``initial`` networks are measured; then
+    ``acquire(profile_so_far, n)`` proposes up to ``n`` networks at a time (kind ``active``) until the
+    profile has ``sampling.samples`` rows, or stops when it proposes nothing new. ``on_sample(done,
+    total)`` is called after every network (measured or already present).
     """
+    if initial < 0:
+        raise ConfigError(f"--active-initial must be >= 0, got {initial}")
     out = Path(out)
     example = torch.zeros(1, *input_shape[1:])  # widths, MACs and params are per image
     groups = ChannelGraph(copy.deepcopy(model).eval(), example).groups
@@ -199,12 +206,14 @@ def profile_model(
         ),
         "num_classes": num_classes,
         "groups": [[g.name, g.channels] for g in groups],
+        "active": {"initial": initial} if acquire is not None else None,
     }
     records: list[dict[str, Any]] = []
     if out.exists() or sidecar_path(out).exists():
         existing = read_profile(out)
         check_same_run(_identity(existing.meta), _identity(meta), out, summarize=("groups",))
         meta["created"] = existing.meta.get("created", meta["created"])
+        meta["active"] = meta["active"] or existing.meta.get("active")  # the last active run's settings
         records = existing.rows.to_dict("records")
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
@@ -214,15 +223,39 @@ def profile_model(
         if records
         else set()
     )
+    used = {int(r["sample_id"]) for r in records}
+
+    def add(sample_id: int, kind: str, widths: Widths) -> None:
+        """Measure one network and append it atomically; a taken sample id becomes the next free one."""
+        sample_id = sample_id if sample_id not in used else max(used) + 1
+        row = _measure_row(model, example, input_shape, widths, backend, protocol, sample_id, kind)
+        records.append(row)
+        _write_rows(out, pd.DataFrame(records))
+        done.add(widths_key(widths, groups))
+        used.add(sample_id)
+
     plan = plan_samples(groups, sampling)
+    if acquire is not None:
+        plan = plan[:initial]
+    total = len(plan) if acquire is None else sampling.samples
     for sample_id, (kind, widths) in enumerate(plan):
         if widths_key(widths, groups) not in done:
-            records.append(
-                _measure_row(model, example, input_shape, widths, backend, protocol, sample_id, kind)
-            )
-            _write_rows(out, pd.DataFrame(records))
+            add(sample_id, kind, widths)
         if on_sample is not None:
-            on_sample(sample_id + 1, len(plan))
+            on_sample(sample_id + 1, total)
+    while acquire is not None and len(records) < sampling.samples:
+        wanted = sampling.samples - len(records)
+        picks: dict[tuple[int, ...], Widths] = {}
+        for widths in acquire(Profile(out, meta, pd.DataFrame(records)), wanted):
+            key = widths_key(widths, groups)
+            if key not in done and len(picks) < wanted:
+                picks.setdefault(key, {g.name: int(widths[g.name]) for g in groups})
+        if not picks:  # nothing new to measure: stop rather than ask forever
+            break
+        for widths in picks.values():
+            add(max(used, default=-1) + 1, "active", widths)
+            if on_sample is not None:
+                on_sample(len(records), total)
     return read_profile(out)
 
 

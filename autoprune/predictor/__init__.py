@@ -1,8 +1,34 @@
-"""Latency predictors trained on a profile: LPNet, bound to its model's groups and its device."""
+"""Latency predictors trained on a profile, bound to their model's groups and their device: LPNet (an
+ensemble, differentiable in the widths) and the baselines it is compared against."""
 
 from __future__ import annotations
 
-from autoprune.predictor.lpnet import LatencyPredictor, LPNet, fit_lpnet, split_rows
+# Registration order is predictor_kinds()'s order: LPNet first.
+# isort: off
+from autoprune.predictor import lpnet as _lpnet  # noqa: F401
+from autoprune.predictor import baselines as _baselines  # noqa: F401
+
+# isort: on
+from autoprune.predictor.active import ActiveAcquirer, acquisition_scores, active_curve
+from autoprune.predictor.base import LatencyPredictor, make_predictor, predictor_kinds
+from autoprune.predictor.evaluate import Comparison, compare
+from autoprune.predictor.features import Features, layers_of
+from autoprune.predictor.lpnet import LPNet, LPNetPredictor, split_rows
 from autoprune.predictor.metrics import latency_metrics
 
-__all__ = ["LPNet", "LatencyPredictor", "fit_lpnet", "latency_metrics", "split_rows"]
+__all__ = [
+    "ActiveAcquirer",
+    "Comparison",
+    "Features",
+    "LPNet",
+    "LPNetPredictor",
+    "LatencyPredictor",
+    "acquisition_scores",
+    "active_curve",
+    "compare",
+    "latency_metrics",
+    "layers_of",
+    "make_predictor",
+    "predictor_kinds",
+    "split_rows",
+]

@@ -1,11 +1,13 @@
-"""The dense-vs-pruned comparison, as a rich table for the terminal and as markdown for report.md."""
+"""The dense-vs-pruned and the predictor comparisons, as rich tables for the terminal and as markdown."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from autoprune._io import write_text
@@ -45,6 +47,34 @@ def comparison_table(dense: ModelSummary, pruned: ModelSummary, budget_ms: float
     for i, name in enumerate(HEADER):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in comparison_rows(dense, pruned, budget_ms):
+        table.add_row(*row)
+    return table
+
+
+PREDICTOR_HEADER = ["predictor", "MAPE %", "±5 %", "±10 %", "RMSE ms", "τ",
+                    "k-fold MAPE %", "k-fold ±10 %", "k-fold τ", "fit s", "ms/1000 q"]  # fmt: skip
+
+
+def predictor_rows(results: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """One row per predictor kind of ``predictor.compare(...).results``: held-out, then k-fold metrics."""
+    rows = []
+    for kind, r in results.items():
+        h, k = r["held_out"], r.get("kfold")
+        rows.append([
+            kind, f"{h['mape']:.2f}", f"{h['within_5']:.1f}", f"{h['within_10']:.1f}",
+            f"{h['rmse_ms']:.4f}", f"{h['kendall_tau']:.3f}",
+            f"{k['mape']:.2f}" if k else "-", f"{k['within_10']:.1f}" if k else "-",
+            f"{k['kendall_tau']:.3f}" if k else "-",
+            f"{r['fit_s']:.2f}", f"{r['query_ms_per_1000']:.1f}",
+        ])  # fmt: skip
+    return rows
+
+
+def predictor_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for i, name in enumerate(PREDICTOR_HEADER):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in predictor_rows(results):
         table.add_row(*row)
     return table
 

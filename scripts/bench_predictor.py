@@ -1,0 +1,220 @@
+"""Latency predictors on real profiles: LPNet against the baselines, the measurement noise floor, the
+ensemble's confidence bound, and active against random profiling.
+
+    python scripts/bench_predictor.py [PROFILE.parquet ...] [--folds 5] [--remeasure]
+                                      [--active-profiles resnet20 ...] [--out docs/benchmarks/predictor.md]
+
+Default profiles: every shipped ``latency_profiles/**/*.parquet``. For each it runs ``autoprune.api.fit``'s
+comparison (``predictor.compare``: one held-out split of 20 % and k-fold over the rows the profiler did
+not flag noisy). With ``--remeasure`` and when this machine is the profile's device, the held-out
+networks are measured once more with the profile's backend and protocol: "measured again" is how well a
+second measurement predicts the first, the floor under any predictor's error. Query time is ``predict``
+on 1000 candidates; one real measurement's cost is the re-measurement's wall time per network.
+
+The active-profiling curve is a pool-based simulation on an already measured profile (no new
+measurements): 60 fixed held-out networks; the rest is the pool; both strategies start from the same
+first networks of the profile's plan and grow by picking from the pool, at random or where the LPNet
+ensemble disagrees most; at each size an LPNet is fit on what was picked and scored on the held-out set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from autoprune.api import predictor_features
+from autoprune.config import FitConfig, ProtocolConfig
+from autoprune.latency import Profile, device_identity, get_backend, measure_widths, read_profile
+from autoprune.latency.fingerprint import cpu_model, versions
+from autoprune.models import create_model
+from autoprune.predictor import compare, latency_metrics, make_predictor, predictor_kinds, split_rows
+from autoprune.predictor.active import active_curve
+from autoprune.report import PREDICTOR_HEADER, curve_plot, markdown_table, predictor_rows
+
+
+def usable(prof: Profile) -> Profile:
+    return Profile(prof.path, prof.meta, prof.rows[~prof.rows["noisy"].to_numpy(bool)].reset_index(drop=True))
+
+
+def remeasure(prof: Profile, rows: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The given rows measured again here (None when this is not the profile's device)."""
+    meta = prof.meta
+    backend = get_backend(meta["backend"], **meta["backend_settings"])
+    if device_identity(backend.fingerprint()) != device_identity(meta["device"]):
+        print(f"skip re-measuring {prof.path}: another device", file=sys.stderr)
+        return None
+    model = create_model(meta["model"], num_classes=meta["num_classes"]).eval()
+    widths = [prof.widths()[i] for i in rows]
+    t0 = time.perf_counter()
+    ms = measure_widths(
+        model,
+        widths,
+        backend=backend,
+        input_shape=meta["input_shape"],
+        protocol=ProtocolConfig.from_dict(meta["protocol"]),
+        repeats=1,
+    )
+    return np.asarray(ms, float), (time.perf_counter() - t0) / len(widths)
+
+
+def bench_profile(path: Path, args: argparse.Namespace) -> dict:
+    prof = read_profile(path)
+    clean = usable(prof)
+    features = predictor_features(prof)
+    kinds = [k for k in predictor_kinds() if features.lut is not None or not k.startswith("lut")]
+    cfg = FitConfig(folds=args.folds, seed=args.seed)
+    t0 = time.perf_counter()
+    comparison = compare(
+        clean, features, kinds, holdout=cfg.holdout, folds=cfg.folds, seed=cfg.seed,
+        options={"lpnet": cfg.lpnet_options()},
+    )  # fmt: skip
+    print(
+        f"{path.name}: compared {len(kinds)} predictors in {time.perf_counter() - t0:.0f} s", file=sys.stderr
+    )
+    held = comparison.held_out_rows
+    measured = comparison.measured
+    lp = make_predictor("lpnet", features, **cfg.lpnet_options()).fit(
+        clean, np.setdiff1d(np.arange(len(clean.rows)), held)
+    )
+    held_widths = [clean.widths()[i] for i in held]
+    coverage = {c: float(np.mean(measured <= lp.predict_upper(held_widths, c))) for c in (0.9, 0.95)}
+    again = remeasure(clean, held) if args.remeasure else None
+    return {
+        "path": path,
+        "model": prof.meta["model"],
+        "rows": len(prof.rows),
+        "clean": len(clean.rows),
+        "held": len(held),
+        "comparison": comparison,
+        "coverage": coverage,
+        "again": latency_metrics(again[0], measured) if again else None,
+        "measure_s": again[1] if again else None,
+    }
+
+
+def bench_active(path: Path, args: argparse.Namespace, plots: Path) -> tuple[str, list[dict]]:
+    prof = usable(read_profile(path))
+    features = predictor_features(prof)
+    _, held = split_rows(len(prof.rows), 60 / len(prof.rows), args.seed)
+    sizes = list(range(args.active_start, len(prof.rows) - len(held) + 1, args.active_step))
+    curves = []
+    for strategy in ("random", "active"):
+        curves += active_curve(
+            prof, features, held_out=held, sizes=sizes, strategy=strategy, seed=args.seed,
+            lpnet_options={"epochs": 800},
+        )  # fmt: skip
+    name = prof.meta["model"]
+    series = {
+        s: (
+            [c["n"] for c in curves if c["strategy"] == s],
+            [c["within_10"] for c in curves if c["strategy"] == s],
+        )
+        for s in ("random", "active")
+    }
+    png = plots / f"predictor_active_{name}.png"
+    curve_plot(png, series, title=f"{name}: LPNet on 60 held-out networks", xlabel="networks measured",
+               ylabel="within ±10 % (%)")  # fmt: skip
+    return png.name, curves
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("profiles", nargs="*", type=Path)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--remeasure", action="store_true", help="measure the held-out networks again")
+    parser.add_argument("--active-profiles", nargs="*", default=["resnet20", "vgg11_bn"])
+    parser.add_argument("--active-start", type=int, default=20)
+    parser.add_argument("--active-step", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/predictor.md"))
+    args = parser.parse_args()
+    paths = args.profiles or sorted(
+        p for p in Path("latency_profiles").glob("**/*.parquet") if not p.name.endswith(".lut.parquet")
+    )
+    results = [bench_profile(p, args) for p in paths]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    lines = [
+        "# Latency predictors: LPNet against the baselines",
+        "",
+        "```",
+        "python " + " ".join(sys.argv),
+        "```",
+        "",
+        f"- commit {commit.strip() or 'unknown'}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {cpu_model()}, {platform.machine()}, logical cores visible: "
+        f"{len(os.sched_getaffinity(0))}; versions {versions('torch', 'onnxruntime', 'scikit-learn')}",
+        f"- LPNet: {FitConfig().lpnet_options()}; held-out 20 %, {args.folds}-fold; rows flagged noisy by "
+        "the profiler are left out (as `autoprune fit` does by default)",
+        "",
+    ]
+    for r in results:
+        c = r["comparison"]
+        rows = predictor_rows(c.results)
+        if r["again"]:
+            a = r["again"]
+            rows.append(
+                ["measured again", f"{a['mape']:.2f}", f"{a['within_5']:.1f}", f"{a['within_10']:.1f}",
+                 f"{a['rmse_ms']:.4f}", f"{a['kendall_tau']:.3f}", "-", "-", "-", "-",
+                 f"{1e6 * r['measure_s']:.0f}"]
+            )  # fmt: skip
+        lines += [
+            f"## {r['model']} (`{r['path']}`)",
+            "",
+            f"{r['rows']} profiled networks, {r['clean']} not flagged noisy; {r['held']} held out.",
+            "",
+            markdown_table(PREDICTOR_HEADER, rows),
+            "",
+            f"LPNet's confidence bound (mean + z·std, std calibrated out-of-fold) on the held-out networks: "
+            f"{100 * r['coverage'][0.9]:.0f} % measure under the 0.90 bound, "
+            f"{100 * r['coverage'][0.95]:.0f} % under the 0.95 bound.",
+        ]
+        if r["measure_s"]:
+            per_query = r["comparison"].results["lpnet"]["query_ms_per_1000"] / 1000 / 1000
+            lines.append(
+                f"One real measurement took {r['measure_s']:.2f} s here; one LPNet query "
+                f"{1e6 * per_query:.1f} µs: {r['measure_s'] / per_query:,.0f}× cheaper."
+            )
+        lines.append("")
+    by_model = {r["model"]: r["path"] for r in results}
+    active = [
+        (m, *bench_active(by_model[m], args, args.out.parent)) for m in args.active_profiles if m in by_model
+    ]
+    if active:
+        lines += ["## Active against random profiling (pool-based simulation)", ""]
+        for model, png, curves in active:
+            sizes = sorted({c["n"] for c in curves})
+            get = {(c["strategy"], c["n"]): c for c in curves}
+            table = [
+                [str(n)]
+                + [f"{get[(s, n)]['within_10']:.1f}" for s in ("random", "active")]
+                + [f"{get[(s, n)]['mape']:.2f}" for s in ("random", "active")]
+                for n in sizes
+            ]
+            lines += [
+                f"### {model}",
+                "",
+                f"![{model}]({png})",
+                "",
+                markdown_table(
+                    ["networks measured", "random ±10 %", "active ±10 %", "random MAPE %", "active MAPE %"],
+                    table,
+                ),
+                "",
+            ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Every predictor against a synthetic profile whose latency law is known, plus binding and persistence."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from autoprune.config import SamplingConfig
+from autoprune.errors import BindingError, ConfigError
+from autoprune.graph import ChannelGraph, count_macs_params, pruned_copy
+from autoprune.latency import Profile
+from autoprune.latency.lut import LayerTables
+from autoprune.latency.sampler import plan_samples
+from autoprune.models import create_model
+from autoprune.predictor import (
+    Features,
+    LatencyPredictor,
+    compare,
+    latency_metrics,
+    layers_of,
+    make_predictor,
+    predictor_kinds,
+    split_rows,
+)
+
+INPUT = [1, 3, 32, 32]
+OFFSET_MS, MS_PER_DENSE = 0.1, 0.5  # the law: latency = 0.1 ms + 0.5 ms * MACs / dense MACs
+DEVICE = {"cpu": "test-cpu", "logical_cores": 2, "accelerator": None, "versions": {}}
+FAST_LPNET = {"members": 3, "epochs": 600}
+
+
+@cache
+def _resnet20() -> tuple[torch.nn.Module, Features]:
+    model = create_model("resnet20", num_classes=10).eval()
+    groups = ChannelGraph(model, torch.zeros(1, 3, 32, 32)).groups
+    layers = layers_of(model, INPUT, groups)
+    plain = Features(groups, layers)
+    # A lookup table whose entries are exactly proportional to each conv's MACs at its grid points:
+    # bilinear interpolation of c_in * c_out is exact, so its sum is exactly proportional to MACs.
+    grids = []
+    for layer in layers:
+        xin = (0,) if layer.depthwise else layer.in_axis
+        table = [[layer.macs(ci or co, co) for co in layer.out_axis] for ci in xin]
+        grids.append((xin, layer.out_axis, table))
+    tables = LayerTables(groups, layers, grids)
+    dense_lut = float(tables.per_layer(plain.widths_tensor([{}])).sum())
+    grids = [(xi, xo, MS_PER_DENSE * np.asarray(t) / dense_lut) for xi, xo, t in grids]
+    return model, Features(groups, layers, LayerTables(groups, layers, grids))
+
+
+def synthetic_profile(n: int = 200, noise: float = 0.0, seed: int = 0) -> Profile:
+    _, features = _resnet20()
+    groups = features.groups
+    widths = [w for _, w in plan_samples(groups, SamplingConfig(samples=n, seed=seed))]
+    macs = features.macs(widths).numpy()
+    latency = OFFSET_MS + MS_PER_DENSE * macs / features.dense["macs"]
+    latency *= np.exp(np.random.default_rng(seed).normal(0.0, noise, n))
+    rows = pd.DataFrame({f"w:{g.name}": [w[g.name] for w in widths] for g in groups})
+    rows["latency_ms"], rows["kind"], rows["noisy"] = latency, "uniform", False
+    rows.loc[0, "kind"] = "dense"
+    meta = {
+        "model": "resnet20", "num_classes": 10, "input_shape": INPUT, "batch_size": 1,
+        "backend": "onnxruntime", "precision": "fp32", "backend_settings": {}, "protocol": {},
+        "device": DEVICE, "sampling": SamplingConfig(samples=n).to_dict(),
+        "groups": [[g.name, g.channels] for g in groups],
+    }  # fmt: skip
+    return Profile(path=None, meta=meta, rows=rows)  # type: ignore[arg-type]
+
+
+# What each predictor can reach on the exact law (held-out MAPE %, within ±10 % share).
+EXPECTED = {
+    "lpnet": (1.5, 100.0),
+    "flops": (0.5, 100.0),  # piecewise-linear in MACs: the law is linear in MACs
+    "lut_linear": (1e-6, 100.0),  # scale and offset recover the law exactly
+    "gb": (3.0, 97.0),
+    "rf": (5.0, 90.0),
+    "ridge": (3.0, 95.0),  # linear in the features, on log-latency
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED))
+def test_each_predictor_recovers_a_known_law_within_its_expected_error(kind: str) -> None:
+    profile = synthetic_profile()
+    _, features = _resnet20()
+    train, test = split_rows(len(profile.rows), 0.2, 0)
+    options = FAST_LPNET if kind == "lpnet" else {}
+    predictor = make_predictor(kind, features, **options).fit(profile, train)
+    widths = profile.widths()
+    m = latency_metrics(predictor.predict([widths[i] for i in test]), profile.latency_ms()[test])
+    max_mape, min_within = EXPECTED[kind]
+    assert m["mape"] <= max_mape and m["within_10"] >= min_within, m
+    assert m["kendall_tau"] > 0.9
+
+
+def test_the_raw_lookup_table_sum_misses_exactly_the_part_it_does_not_measure() -> None:
+    """HALP's sum covers the convolutions only: here it is the law without its fixed offset."""
+    profile = synthetic_profile(50)
+    _, features = _resnet20()
+    predicted = make_predictor("lut", features).fit(profile).predict(profile.widths())
+    assert predicted == pytest.approx(profile.latency_ms() - OFFSET_MS, rel=1e-9)
+
+
+def test_lpnet_beats_the_flops_baseline_where_latency_is_not_a_function_of_macs() -> None:
+    """A law where one group costs far more per MAC (a memory-bound layer): MACs alone cannot tell."""
+    profile = synthetic_profile(240)
+    _, features = _resnet20()
+    frac = features(profile.widths())[:, 0].numpy()  # the stem's kept fraction
+    profile.rows["latency_ms"] = profile.latency_ms() + 0.3 * frac**2
+    comparison = compare(profile, features, ["lpnet", "flops"], folds=0, options={"lpnet": FAST_LPNET})
+    lp, flops = (comparison.results[k]["held_out"] for k in ("lpnet", "flops"))
+    assert lp["mape"] < flops["mape"] / 2 and lp["within_10"] >= flops["within_10"]
+
+
+def test_lpnet_gradients_reach_the_widths() -> None:
+    _, features = _resnet20()
+    predictor = make_predictor("lpnet", features, **FAST_LPNET).fit(synthetic_profile())
+    fractions = torch.full((len(features.groups),), 0.6, requires_grad=True)
+    latency = predictor.predict_fractions(fractions)  # type: ignore[attr-defined]
+    latency.backward()
+    assert fractions.grad is not None and torch.all(torch.isfinite(fractions.grad))
+    assert fractions.grad.sum() > 0  # keeping more channels costs time
+    widths = {g.name: round(0.6 * g.channels) for g in features.groups}
+    assert float(latency) == pytest.approx(predictor.predict(widths), rel=0.05)  # rounding aside
+
+
+def test_the_ensemble_bound_holds_with_the_confidence_asked() -> None:
+    """With 4 % measurement noise, mean + z * std at 0.95 covers about 95 % of unseen networks."""
+    profile = synthetic_profile(300, noise=0.04, seed=1)
+    _, features = _resnet20()
+    train, test = split_rows(300, 0.3, 0)
+    predictor = make_predictor("lpnet", features, **FAST_LPNET).fit(profile, train)
+    held = [profile.widths()[i] for i in test]
+    upper = predictor.predict_upper(held, 0.95)
+    assert np.all(upper > predictor.predict(held))
+    covered = float(np.mean(profile.latency_ms()[test] <= upper))
+    assert 0.85 <= covered <= 1.0, covered
+    assert np.mean(predictor.predict_upper(held, 0.6) <= profile.latency_ms()[test]) > 0.25
+    with pytest.raises(ConfigError, match="no uncertainty"):
+        make_predictor("flops", features).fit(profile).predict_upper(held, 0.95)
+
+
+@pytest.mark.parametrize("kind", predictor_kinds())
+def test_save_load_and_binding(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    profile = synthetic_profile(60)
+    _, features = _resnet20()
+    predictor = make_predictor(kind, features, **(FAST_LPNET if kind == "lpnet" else {})).fit(profile)
+    predictor.save(tmp_path / "p.pt")
+    loaded = LatencyPredictor.load(tmp_path / "p.pt")
+    assert type(loaded) is type(predictor)
+    widths = profile.widths()[:7]
+    assert loaded.predict(widths) == pytest.approx(predictor.predict(widths), rel=1e-6)
+    loaded.check_model(features.groups, "resnet20")
+    with pytest.raises(BindingError, match="profile and fit this model"):
+        loaded.check_model(features.groups[:-1], "other")
+    with pytest.raises(BindingError, match="another device"):
+        loaded.check_device({**DEVICE, "cpu": "another-cpu"})
+
+
+def test_bad_predictor_inputs_are_one_line_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, features = _resnet20()
+    with pytest.raises(ConfigError, match="unknown predictor 'nope'"):
+        make_predictor("nope", features)
+    with pytest.raises(ConfigError, match="--lut"):
+        make_predictor("lut", Features(features.groups, features.layers))
+    with pytest.raises(BindingError, match="does not exist"):
+        LatencyPredictor.load(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a predictor")
+    with pytest.raises(BindingError, match="not an autoprune predictor"):
+        LatencyPredictor.load(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("model_name", ["resnet20", "mobilenet_v2"])
+def test_derived_macs_follow_torch_prunings_counter(model_name: str) -> None:
+    """Conv MACs from the features against Torch-Pruning's count of the really pruned network."""
+    model = create_model(model_name, num_classes=10).eval()
+    example = torch.zeros(1, 3, 32, 32)
+    groups = ChannelGraph(model, example).groups
+    features = Features(groups, layers_of(model, INPUT, groups))
+    widths = [w for _, w in plan_samples(groups, SamplingConfig(samples=3, seed=3))]
+    counted = np.array([count_macs_params(pruned_copy(model, example, w)[0], example)[0] for w in widths])
+    derived = features.macs(widths).numpy()
+    limit = 0.05 if model_name == "resnet20" else 0.16  # BN and activations are not convolutions
+    assert np.all(derived <= counted) and np.all(derived / counted > 1 - limit)
+    assert np.argsort(derived).tolist() == np.argsort(counted).tolist()
