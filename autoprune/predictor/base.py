@@ -107,6 +107,9 @@ class LatencyPredictor(ABC):
             f"predictor '{self.kind}' has no uncertainty: --budget-confidence needs an lpnet ensemble"
         )
 
+    def _z(self, confidence: float) -> float:
+        return float(norm.ppf(confidence))
+
     # -- prediction -------------------------------------------------------------------------------
     @overload
     def predict(self, widths: Mapping[str, int]) -> float: ...
@@ -127,13 +130,13 @@ class LatencyPredictor(ABC):
         self, widths: Mapping[str, int] | Sequence[Mapping[str, int]], confidence: float
     ) -> float | np.ndarray:
         """A latency the network stays under with probability ``confidence``: mean + z * std of the
-        ensemble's log-latency, the std calibrated on rows each member did not train on."""
+        ensemble's log-latency, std and z calibrated on rows each member did not train on."""
         if not 0.5 <= confidence < 1:
             raise ConfigError(f"--budget-confidence must be in [0.5, 1), got {confidence}")
         many = [widths] if isinstance(widths, Mapping) else list(widths)
         with torch.no_grad():
             mean, std = self._log_spread(self.features(many))
-        out = np.exp(mean + float(norm.ppf(confidence)) * std)
+        out = np.exp(mean + self._z(confidence) * std)
         return float(out[0]) if isinstance(widths, Mapping) else out
 
     # -- binding ----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ matters more on a 0.3 ms network than on a 3 ms one). The K members are trained 
 network (one matmul per layer for all of them), each on its own K-1 of K folds of the rows, with early
 stopping on its held-back fold (the best weights are kept). Their disagreement is the uncertainty: the
 std of the members' log-latencies, scaled so that on the rows each member did not train on the
-standardised errors have unit variance.
+standardised errors have unit variance. The confidence bound ``mean + z * std`` takes z from those
+out-of-fold errors (their ``confidence`` quantile), not from a Gaussian.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class LPNetPredictor(LatencyPredictor):
         )
         self.net = self._new_net()
         self.y_mean, self.y_std, self.spread_scale = 0.0, 1.0, 1.0
+        self.z_errors: list[float] = []  # out-of-fold errors in units of the calibrated std, sorted
 
     def _new_net(self) -> LPNet:
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global random state
@@ -140,9 +142,10 @@ class LPNetPredictor(LatencyPredictor):
             self.net.eval()
             out = self.net(x)  # (K, N)
             oof = (out * held).sum(0)  # each row predicted by the member that did not train on it
-            resid = (oof - target) ** 2
-            var = out.var(0, unbiased=True)
-        self.spread_scale = float(torch.sqrt(resid.mean() / var.mean().clamp(min=1e-12)))
+            error = target - oof  # signed, standardised log-latency: > 0 where the member read low
+            std = out.std(0, unbiased=True)
+        self.spread_scale = float(torch.sqrt((error**2).mean() / (std**2).mean().clamp(min=1e-12)))
+        self.z_errors = sorted((error / (std * self.spread_scale).clamp(min=1e-6)).tolist())
 
     # -- prediction -------------------------------------------------------------------------------
     def _members_log(self, x: Tensor) -> Tensor:
@@ -155,6 +158,13 @@ class LPNetPredictor(LatencyPredictor):
         logs = self._members_log(x)
         return logs.mean(0).numpy(), (logs.std(0, unbiased=True) * self.spread_scale).numpy()
 
+    def _z(self, confidence: float) -> float:
+        """The ``confidence`` quantile of the out-of-fold errors in std units (a Gaussian's z when
+        there are too few rows to read it): measured errors have heavier tails than a Gaussian."""
+        if len(self.z_errors) < 20:
+            return super()._z(confidence)
+        return float(np.quantile(self.z_errors, confidence))
+
     def predict_fractions(self, fractions: Tensor) -> Tensor:
         """Latency (ms) of kept fractions (..., groups); differentiable, for gradient-based search."""
         flat = fractions.reshape(-1, len(self.groups))
@@ -165,12 +175,13 @@ class LPNetPredictor(LatencyPredictor):
     # -- persistence ------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "y_mean": self.y_mean, "y_std": self.y_std,
-                "spread_scale": self.spread_scale}  # fmt: skip
+                "spread_scale": self.spread_scale, "z_errors": self.z_errors}  # fmt: skip
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.y_mean, self.y_std = float(state["y_mean"]), float(state["y_std"])
         self.spread_scale = float(state["spread_scale"])
+        self.z_errors = [float(z) for z in state["z_errors"]]
 
 
 def split_rows(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
