@@ -6,55 +6,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from doubles import CountingBackend
 
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ProfileError
 from autoprune.graph import ChannelGraph
 from autoprune.latency import (
-    LatencyBackend,
-    Session,
     default_profile_path,
     plan_samples,
     profile_model,
     read_profile,
 )
 from autoprune.models import create_model
-
-
-class _ParamSession(Session):
-    def __init__(self, params: int) -> None:
-        self.ms = params / 1e5
-
-    def time(self, iterations: int) -> np.ndarray:
-        return np.full(iterations, self.ms)
-
-
-class CountingBackend(LatencyBackend):
-    """A test double: latency proportional to parameter count; counts the networks it loads."""
-
-    name = "counting"
-
-    def __init__(self, cpu: str = "test-cpu") -> None:
-        self.cpu, self.loaded = cpu, 0
-
-    def settings(self) -> dict[str, Any]:
-        return {}
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"cpu": self.cpu, "logical_cores": 2, "accelerator": None, "versions": {}}
-
-    def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
-        self.loaded += 1
-        return _ParamSession(sum(p.numel() for p in model.parameters()))
-
 
 FAST = ProtocolConfig(warmup_ms=0.0, iterations=2, min_round_ms=0.0, rounds=1)
 

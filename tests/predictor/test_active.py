@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from doubles import CountingBackend
 from torch import nn
 
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGraph, ChannelGroup, Widths
-from autoprune.latency import LatencyBackend, Profile, Session, plan_samples, profile_model
+from autoprune.latency import LatencyBackend, Profile, plan_samples, profile_model
 from autoprune.latency.lut import ConvLayer
 from autoprune.predictor import Features, layers_of, make_predictor
 from autoprune.predictor.active import ActiveAcquirer, acquisition_scores, active_curve
@@ -99,33 +100,6 @@ def test_acquirer_returns_new_distinct_rounded_widths() -> None:
 
 
 # -- profile_model with an acquirer ----------------------------------------------------------------
-class _ParamSession(Session):
-    def __init__(self, params: int) -> None:
-        self.ms = params / 1e5
-
-    def time(self, iterations: int) -> np.ndarray:
-        return np.full(iterations, self.ms)
-
-
-class CountingBackend(LatencyBackend):
-    """Latency proportional to parameter count; counts the networks it loads."""
-
-    name = "counting"
-
-    def __init__(self) -> None:
-        self.loaded = 0
-
-    def settings(self) -> dict[str, Any]:
-        return {}
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"cpu": "test-cpu", "logical_cores": 2, "accelerator": None, "versions": {}}
-
-    def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
-        self.loaded += 1
-        return _ParamSession(sum(p.numel() for p in model.parameters()))
-
-
 def tiny_model() -> nn.Module:
     """Three conv-BN-ReLU blocks (channel groups of 32, 64 and 64): fast to trace, prune and time."""
     blocks = [(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()) for c_in, c_out in
