@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from torch import nn
@@ -246,9 +245,7 @@ def fit(
     ``<out>.json`` (metrics) and ``<out>.calibration.png`` beside it."""
     prof = read_profile(profile_path)
     features = predictor_features(prof, model=model)
-    noisy = prof.rows["noisy"].to_numpy(bool) if "noisy" in prof.rows else np.zeros(len(prof.rows), bool)
-    keep = np.ones(len(noisy), bool) if config.include_noisy else ~noisy
-    usable = Profile(prof.path, prof.meta, prof.rows[keep].reset_index(drop=True))
+    usable = prof if config.include_noisy else prof.without_noisy()
     kinds = list(config.compare or [k for k in predictor_kinds() if features.lut or k not in _LUT_KINDS])
     if config.predictor not in kinds:
         kinds.insert(0, config.predictor)
@@ -273,7 +270,8 @@ def fit(
     chosen.meta["metrics"] = comparison.results[config.predictor]
     out = Path(out)
     chosen.save(out)
-    rows = {"total": len(prof.rows), "used": int(keep.sum()), "noisy_left_out": int((~keep).sum())}
+    used = len(usable.rows)
+    rows = {"total": len(prof.rows), "used": used, "noisy_left_out": len(prof.rows) - used}
     metrics_path = write_json(
         out.with_suffix(".json"),
         {

@@ -53,10 +53,6 @@ curve is a replay on measured rows, so its held-out set carries the same noise: 
 noisy, choosing where the ensemble disagrees picks mostly noise, and it tracks random sampling."""
 
 
-def usable(prof: Profile) -> Profile:
-    return Profile(prof.path, prof.meta, prof.rows[~prof.rows["noisy"].to_numpy(bool)].reset_index(drop=True))
-
-
 def remeasure(prof: Profile, rows: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The given rows measured again here (None when this is not the profile's device)."""
     meta = prof.meta
@@ -80,7 +76,7 @@ def remeasure(prof: Profile, rows: np.ndarray) -> tuple[np.ndarray, float] | Non
 
 def bench_profile(path: Path, args: argparse.Namespace) -> dict:
     prof = read_profile(path)
-    clean = usable(prof)
+    clean = prof.without_noisy()
     features = predictor_features(prof)
     kinds = [k for k in predictor_kinds() if features.lut is not None or not k.startswith("lut")]
     cfg = FitConfig(folds=args.folds, seed=args.seed)
@@ -114,7 +110,7 @@ def bench_profile(path: Path, args: argparse.Namespace) -> dict:
 
 
 def bench_active(path: Path, args: argparse.Namespace, plots: Path) -> tuple[str, list[dict]]:
-    prof = usable(read_profile(path))
+    prof = read_profile(path).without_noisy()
     features = predictor_features(prof)
     _, held = split_rows(len(prof.rows), 60 / len(prof.rows), args.seed)
     sizes = list(range(args.active_start, len(prof.rows) - len(held) + 1, args.active_step))

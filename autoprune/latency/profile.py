@@ -60,6 +60,16 @@ class Profile:
     def latency_ms(self) -> np.ndarray:
         return self.rows["latency_ms"].to_numpy(dtype=float)
 
+    def noisy(self) -> np.ndarray:
+        """Per row, whether the protocol flagged it noisy (all False for rows without the column)."""
+        if "noisy" not in self.rows:
+            return np.zeros(len(self.rows), dtype=bool)
+        return self.rows["noisy"].to_numpy(dtype=bool)
+
+    def without_noisy(self) -> Profile:
+        """The same profile, its flagged rows left out (renumbered from 0)."""
+        return Profile(self.path, self.meta, self.rows[~self.noisy()].reset_index(drop=True))
+
 
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")

@@ -45,13 +45,6 @@ def acquisition_scores(
     return np.asarray(std_log * np.exp(-0.5 * ((mean_log - np.log(budget_ms)) / band) ** 2), dtype=float)
 
 
-def _clean_rows(profile: Profile) -> np.ndarray:
-    """Indices of the rows not flagged ``noisy``."""
-    rows = profile.rows
-    noisy = rows["noisy"].to_numpy(dtype=bool) if "noisy" in rows else np.zeros(len(rows), dtype=bool)
-    return np.flatnonzero(~noisy)
-
-
 class ActiveAcquirer:
     """``acquire(profile, n)``: fit an LPNet ensemble on the profile's clean rows and return the (at
     most ``min(batch, n)``) candidates of a fresh random pool with the highest acquisition scores."""
@@ -76,7 +69,7 @@ class ActiveAcquirer:
         self.lpnet_options = {**LPNET_DEFAULTS, "seed": seed, **(lpnet_options or {})}
 
     def __call__(self, profile: Profile, n: int) -> list[Widths]:
-        clean = _clean_rows(profile)
+        clean = np.flatnonzero(~profile.noisy())
         if len(clean) < MIN_ROWS:
             raise ConfigError(
                 f"active profiling fits on >= {MIN_ROWS} measured networks, '{profile.path}' has "
@@ -135,7 +128,7 @@ def active_curve(
     if len(test) == 0 or test[0] < 0 or test[-1] >= n_rows:
         raise ConfigError(f"held-out rows must be a non-empty subset of the profile's {n_rows} rows")
     held = set(test.tolist())
-    pool = [int(i) for i in _clean_rows(profile) if i not in held]
+    pool = [int(i) for i in np.flatnonzero(~profile.noisy()) if i not in held]
     if not sizes or list(sizes) != sorted(set(sizes)) or sizes[0] < MIN_ROWS or sizes[-1] > len(pool):
         raise ConfigError(
             f"sizes must increase from >= {MIN_ROWS} to at most the {len(pool)} pool rows, got {list(sizes)}"

@@ -107,14 +107,6 @@ class Features:
         """Absolute convolution MACs per image of each sub-network."""
         return self._raw(self.widths_tensor(widths))["macs"]
 
-    def lut_ms(self, widths: Sequence[Mapping[str, int]]) -> Tensor:
-        """The lookup-table sum (ms) of each sub-network; a ConfigError without a table."""
-        if self.lut is None:
-            raise ConfigError(
-                "this predictor needs a lookup table: run autoprune profile ... --lut beside the profile"
-            )
-        return self._raw(self.widths_tensor(widths))["lut"]
-
     # -- persistence ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
