@@ -8,8 +8,14 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-# Not a terminal (a log file, CI): rich would assume 80 columns and squeeze the wide tables.
+# Not a terminal (a log file, CI): rich would assume 80 columns and squeeze the wide tables. Tables may
+# keep that width; messages never wrap (see ``say``), so a user can grep a log for them.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+
+def say(message: str, *, out: Console = console) -> None:
+    """Print a one-line message as it is: never hard-wrapped, no markup or highlighting applied."""
+    out.print(message, soft_wrap=True, markup=False, highlight=False)
 
 
 class Reporter:
@@ -39,7 +45,7 @@ class RichReporter(Reporter):
         return update
 
     def log(self, message: str) -> None:
-        self.progress.console.print(message)
+        say(message, out=self.progress.console)
 
 
 def make_progress() -> Progress:

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 
 from autoprune import __version__
-from autoprune._console import RichReporter, console, make_progress
+from autoprune._console import RichReporter, console, make_progress, say
 from autoprune.errors import AutopruneError
 
 
@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> None:
                 reporter=reporter,
             )
             progress.stop()
-            console.print(f"saved {r.checkpoint} (val accuracy {100 * r.val_accuracy:.2f} %)")
+            say(f"saved {r.checkpoint} (val accuracy {100 * r.val_accuracy:.2f} %)")
         elif args.command == "profile":
             prof = api.profile(
                 args.model,
@@ -247,7 +247,7 @@ def _run(args: argparse.Namespace) -> None:
             progress.stop()
             lat = prof.latency_ms()
             noisy = int(prof.rows["noisy"].sum())
-            console.print(
+            say(
                 f"{len(prof.rows)} sub-networks in {prof.path}: {lat.min():.4f}–{lat.max():.4f} ms"
                 + (f"; {noisy} flagged noisy (column 'noisy')" if noisy else "")
             )
@@ -273,9 +273,7 @@ def _run(args: argparse.Namespace) -> None:
                     f"{fitted.rows['used']} ({fitted.rows['noisy_left_out']} flagged noisy left out)",
                 )
             )
-            console.print(
-                f"saved {fitted.path} ({args.predictor}), {fitted.metrics_path}, {fitted.plot_path}"
-            )
+            say(f"saved {fitted.path} ({args.predictor}), {fitted.metrics_path}, {fitted.plot_path}")
         elif args.command == "search":
             search_cfg = SearchConfig(
                 budget_ms=args.budget_ms,
@@ -303,7 +301,7 @@ def _run(args: argparse.Namespace) -> None:
             )
             progress.stop()
             console.print(comparison_table(s.dense, s.pruned, s.budget_ms))
-            console.print(f"saved {s.run_dir / 'pruned.pt'} and {s.run_dir / 'report.md'}")
+            say(f"saved {s.run_dir / 'pruned.pt'} and {s.run_dir / 'report.md'}")
         elif args.command == "export":
             e = api.export(
                 args.source,
@@ -323,7 +321,7 @@ def _run(args: argparse.Namespace) -> None:
             line += f" (tolerance {e.tolerance:.3g})"
             if isinstance(e, TensorRTExport) and e.latency is not None:
                 line += f"; {e.latency.median_ms:.4f} ms measured (sidecar {e.sidecar})"
-            console.print(line)
+            say(line)
         elif args.command == "demo":
             d = api.demo(
                 args.out,
@@ -337,7 +335,7 @@ def _run(args: argparse.Namespace) -> None:
             )
             progress.stop()
             console.print(comparison_table(d.search.dense, d.search.pruned, d.search.budget_ms))
-            console.print(
+            say(
                 f"run directory {d.run_dir} (report.md, pruned.pt, model.onnx); "
                 f"wall time {time.perf_counter() - started:.0f} s"
             )
@@ -352,10 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _run(args)
     except AutopruneError as exc:
-        console.print(f"autoprune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        say(f"autoprune: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        console.print("autoprune: interrupted; rerun the same command to continue where it stopped")
+        say("autoprune: interrupted; rerun the same command to continue where it stopped")
         return 130
     return 0
 
