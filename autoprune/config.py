@@ -76,8 +76,9 @@ SAMPLING_METHODS = ("sobol", "lhs", "uniform")
 class SamplingConfig(_Config):
     """Which sub-networks a profile measures: the boundary networks (dense, narrowest, and each group
     alone at its narrowest when ``boundary``), then per-group keep ratios in [``min_ratio``, 1] drawn by
-    ``method`` (scrambled Sobol, Latin hypercube or independent uniform), rounded to multiples of
-    ``round_to`` channels (never below ``round_min_channels`` unless the group is smaller)."""
+    ``method`` (scrambled Sobol, Latin hypercube or independent uniform), snapped to the group's allowed
+    widths: multiples of ``round_to`` and the full width for groups of >= ``round_min_channels``, whole
+    channels for smaller ones (:func:`autoprune.graph.allowed_widths`)."""
 
     samples: int = 100
     seed: int = 0

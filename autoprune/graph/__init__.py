@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autoprune.graph._groups import ChannelGraph, ChannelGroup, Criterion, Widths
 from autoprune.graph._widths import (
+    allowed_widths,
     apply_widths,
     check_widths,
     count_macs_params,
@@ -12,7 +13,7 @@ from autoprune.graph._widths import (
     measure_widths,
     narrowest_widths,
     pruned_copy,
-    round_width,
+    snap_width,
 )
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ChannelGroup",
     "Criterion",
     "Widths",
+    "allowed_widths",
     "apply_widths",
     "check_widths",
     "count_macs_params",
@@ -28,5 +30,5 @@ __all__ = [
     "measure_widths",
     "narrowest_widths",
     "pruned_copy",
-    "round_width",
+    "snap_width",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 from collections.abc import Mapping, Sequence
@@ -18,20 +19,45 @@ def dense_widths(groups: Sequence[ChannelGroup]) -> Widths:
     return {g.name: g.channels for g in groups}
 
 
-def round_width(width: float, channels: int, *, round_to: int = 8, min_channels: int = 16) -> int:
-    """Round to the nearest multiple of ``round_to`` (fast kernels) for groups of >= ``min_channels``;
-    smaller groups round to whole channels. The result stays within [step, channels]."""
-    step = round_to if channels >= min_channels and round_to > 1 else 1
-    nearest = step * math.floor(width / step + 0.5)  # halves round up, not to even
-    return int(min(channels, max(step, nearest)))
+def allowed_widths(
+    channels: int, *, min_ratio: float, round_to: int = 8, round_min_channels: int = 16
+) -> list[int]:
+    """Every width a group of ``channels`` may take, ascending: the one grid the profile sampler, the
+    lookup table and the search share, so the predictor is only asked about widths that were measured.
+
+    Groups of >= ``round_min_channels`` take multiples of ``round_to`` (fast kernels), from the one
+    nearest ``min_ratio * channels`` (never below ``round_to``), plus ``channels`` itself: the dense width
+    is always allowed. Smaller groups take whole channels from ``min_ratio * channels`` (at least 1).
+    Halves round up in both cases.
+    """
+    lowest = channels * min_ratio
+    if channels >= round_min_channels and round_to > 1:
+        low = min(channels, max(round_to, round_to * math.floor(lowest / round_to + 0.5)))
+        return sorted({*range(low, channels + 1, round_to), channels})
+    return list(range(min(channels, max(1, math.floor(lowest + 0.5))), channels + 1))
+
+
+def snap_width(width: float, choices: Sequence[int]) -> int:
+    """The allowed width (``choices``, ascending) nearest ``width``; a tie goes to the wider one."""
+    if not choices:
+        raise ValueError("snap_width needs at least one allowed width")
+    i = bisect.bisect_left(choices, width)
+    if i == 0:
+        return int(choices[0])
+    if i == len(choices):
+        return int(choices[-1])
+    below, above = choices[i - 1], choices[i]
+    return int(above if above - width <= width - below else below)
 
 
 def narrowest_widths(
-    groups: Sequence[ChannelGroup], *, min_ratio: float, round_to: int = 8, min_channels: int = 16
+    groups: Sequence[ChannelGroup], *, min_ratio: float, round_to: int = 8, round_min_channels: int = 16
 ) -> Widths:
-    """The smallest network the search may choose: every group at ``min_ratio`` of its channels."""
+    """The smallest network the search may choose: every group at its narrowest allowed width."""
     return {
-        g.name: round_width(g.channels * min_ratio, g.channels, round_to=round_to, min_channels=min_channels)
+        g.name: allowed_widths(
+            g.channels, min_ratio=min_ratio, round_to=round_to, round_min_channels=round_min_channels
+        )[0]
         for g in groups
     }
 

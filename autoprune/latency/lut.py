@@ -33,11 +33,12 @@ from torch import nn
 from autoprune._io import atomic_write, write_json
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError, ProfileError
-from autoprune.graph import ChannelGraph, ChannelGroup, check_widths, narrowest_widths, round_width
+from autoprune.graph import ChannelGraph, ChannelGroup, check_widths
 from autoprune.latency.backends import LatencyBackend
 from autoprune.latency.fingerprint import device_identity
 from autoprune.latency.profile import check_same_run, measurement_meta, read_measurements
 from autoprune.latency.protocol import measure
+from autoprune.latency.sampler import grid_of
 
 FORMAT = 1
 KIND = "latency-lut"
@@ -137,21 +138,15 @@ class ConvLayer:
         return c_out * (c_in // groups) * kh * kw * self.out_height * self.out_width
 
 
-def allowed_widths(group: ChannelGroup, sampling: SamplingConfig) -> list[int]:
-    """Every width a profile can sample for ``group``: narrowest .. full, rounded like the sampler."""
-    rounding = {"round_to": sampling.round_to, "min_channels": sampling.round_min_channels}
-    lo = narrowest_widths([group], min_ratio=sampling.min_ratio, **rounding)[group.name]
-    return sorted({round_width(w, group.channels, **rounding) for w in range(lo, group.channels + 1)})
-
-
 def _axis(
     groups: Sequence[ChannelGroup], fixed: int, sampling: SamplingConfig, grid: int, *, total: int
 ) -> tuple[int, ...]:
-    """The grid over one channel axis: the group's thinned widths (several groups concatenated: their
-    widths at the same fractions, summed, plus the fixed channels); no group: the one full size."""
+    """The grid over one channel axis: the group's allowed widths, thinned to ``grid`` points (several
+    groups concatenated: their widths at the same fractions, summed, plus the fixed channels); no group:
+    the one full size."""
     if not groups:
         return (total,)
-    lists = [allowed_widths(g, sampling) for g in groups]
+    lists = [grid_of(g, sampling) for g in groups]
     n = min(grid, max(len(v) for v in lists))
     fractions = np.linspace(0.0, 1.0, n) if n > 1 else np.array([1.0])
     values = {fixed + sum(v[round(float(f) * (len(v) - 1))] for v in lists) for f in fractions}

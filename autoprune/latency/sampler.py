@@ -2,8 +2,10 @@
 
 The plan starts with the dense and the narrowest network, which pin down the ends of the latency range.
 Random networks follow, drawn from a scrambled Sobol sequence, Latin hypercubes or independent uniforms
-over the per-group keep ratios; with ``boundary``, every other one is instead a boundary network, one
-group alone at its narrowest width with the others dense (each group's own effect), until all are in.
+over the per-group keep ratios, each snapped to the group's nearest allowed width
+(:func:`autoprune.graph.allowed_widths`, the grid the search uses too); with ``boundary``, every other
+one is instead a boundary network, one group alone at its narrowest width with the others dense (each
+group's own effect), until all are in.
 
 Independent per-group ratios concentrate the total latency near the middle of its range (a sum of
 independent terms), so every other random network is "global": one coordinate of the point picks a
@@ -18,10 +20,20 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from autoprune.config import SamplingConfig
-from autoprune.graph import ChannelGroup, Widths, dense_widths, narrowest_widths, round_width
+from autoprune.graph import ChannelGroup, Widths, allowed_widths, dense_widths, snap_width
 
 BATCH = 64  # points drawn per call: a power of two keeps Sobol balanced, a fixed size keeps LHS prefix-stable
 GLOBAL_HALF_WIDTH = 0.25
+
+
+def grid_of(group: ChannelGroup, config: SamplingConfig) -> list[int]:
+    """The widths ``group`` may take under ``config``'s rounding (:func:`autoprune.graph.allowed_widths`)."""
+    return allowed_widths(
+        group.channels,
+        min_ratio=config.min_ratio,
+        round_to=config.round_to,
+        round_min_channels=config.round_min_channels,
+    )
 
 
 def widths_key(widths: Widths, groups: Sequence[ChannelGroup]) -> tuple[int, ...]:
@@ -49,9 +61,8 @@ def _unit_points(method: str, dims: int, seed: int) -> Iterator[np.ndarray]:
 
 def boundary_plan(groups: Sequence[ChannelGroup], config: SamplingConfig) -> list[tuple[str, Widths]]:
     """Dense, narrowest and (with ``config.boundary``) each group alone at its narrowest width."""
-    rounding = {"round_to": config.round_to, "min_channels": config.round_min_channels}
     dense = dense_widths(groups)
-    narrow = narrowest_widths(groups, min_ratio=config.min_ratio, **rounding)
+    narrow = {g.name: grid_of(g, config)[0] for g in groups}
     plan = [("dense", dense), ("narrowest", narrow)]
     if config.boundary:
         plan += [("group-min", {**dense, g.name: narrow[g.name]}) for g in groups]
@@ -60,7 +71,7 @@ def boundary_plan(groups: Sequence[ChannelGroup], config: SamplingConfig) -> lis
 
 def plan_samples(groups: Sequence[ChannelGroup], config: SamplingConfig) -> list[tuple[str, Widths]]:
     """Up to ``config.samples`` distinct (kind, widths), boundary networks first; duplicates (networks
-    equal after rounding) are skipped. A larger ``samples`` extends the same plan."""
+    equal on the width grid) are skipped. A larger ``samples`` extends the same plan."""
     plan: list[tuple[str, Widths]] = []
     seen: set[tuple[int, ...]] = set()
 
@@ -74,6 +85,7 @@ def plan_samples(groups: Sequence[ChannelGroup], config: SamplingConfig) -> list
     for kind, widths in boundary[:2]:  # dense and narrowest
         add(kind, widths)
     alone = iter(boundary[2:])
+    grids = [grid_of(g, config) for g in groups]
     lo = config.min_ratio
     # Two streams, so each kind's points are a whole low-discrepancy sequence, not every other point of one.
     per_group = _unit_points(config.method, len(groups), config.seed)
@@ -94,11 +106,8 @@ def plan_samples(groups: Sequence[ChannelGroup], config: SamplingConfig) -> list
             center = lo + (1.0 - lo) * u[0]
             low, high = max(lo, center - GLOBAL_HALF_WIDTH), min(1.0, center + GLOBAL_HALF_WIDTH)
             kind, ratios = "global", low + (high - low) * u[1:]
-        rounded = {
-            g.name: round_width(
-                g.channels * r, g.channels, round_to=config.round_to, min_channels=config.round_min_channels
-            )
-            for g, r in zip(groups, ratios, strict=True)
+        snapped = {
+            g.name: snap_width(g.channels * r, grid) for g, grid, r in zip(groups, grids, ratios, strict=True)
         }
-        add(kind, rounded)
+        add(kind, snapped)
     return plan

@@ -1,52 +1,85 @@
-"""The search space: one integer width per channel group, on the profile's rounding grid."""
+"""The search space: one width per channel group, on the grid the profile was sampled on.
+
+The grid (:func:`autoprune.graph.allowed_widths`) is not arithmetic (a 20-channel group takes 8, 16, 20),
+so the Optuna parameter of a group is the *index* of its width in that list.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import optuna
 
-from autoprune.graph import ChannelGroup, Widths, round_width
+from autoprune.errors import ConfigError
+from autoprune.graph import ChannelGroup, Widths, allowed_widths
 
 PARAM_PREFIX = "w:"
 
 
 @dataclass(frozen=True)
 class WidthSpace:
-    """Each group keeps between ``min_ratio`` of its channels and all of them. Groups of at least
-    ``round_min_channels`` move in steps of ``round_to`` (the grid the profile was sampled on), ending
-    at the dense width so the unpruned group is always a choice."""
+    """Each group keeps between ``min_ratio`` of its channels and all of them, on the rounding grid of
+    ``round_to`` / ``round_min_channels`` that the profile's sampler and lookup table use."""
 
     groups: tuple[ChannelGroup, ...]
     min_ratio: float
     round_to: int = 8
     round_min_channels: int = 16
 
-    def choices(self, group: ChannelGroup) -> range:
-        ch = group.channels
-        if ch >= self.round_min_channels and self.round_to > 1:
-            step = self.round_to
-            low = round_width(ch * self.min_ratio, ch, round_to=step, min_channels=self.round_min_channels)
-            low += (ch - low) % step  # align to the dense end
-            return range(low, ch + 1, step)
-        return range(max(1, round(ch * self.min_ratio)), ch + 1)
+    def choices(self, group: ChannelGroup) -> list[int]:
+        """The widths ``group`` may take, ascending; the last is its dense width."""
+        return allowed_widths(
+            group.channels,
+            min_ratio=self.min_ratio,
+            round_to=self.round_to,
+            round_min_channels=self.round_min_channels,
+        )
 
     def suggest(self, trial: optuna.Trial) -> Widths:
+        """Each group's width, suggested as an index into its choices."""
         widths = {}
         for g in self.groups:
             c = self.choices(g)
-            widths[g.name] = trial.suggest_int(PARAM_PREFIX + g.name, c.start, c.stop - 1, step=c.step)
+            widths[g.name] = c[trial.suggest_int(PARAM_PREFIX + g.name, 0, len(c) - 1)]
         return widths
 
-    def widths(self, params: dict[str, int]) -> Widths:
-        return {g.name: int(params[PARAM_PREFIX + g.name]) for g in self.groups}
+    def widths(self, params: Mapping[str, int]) -> Widths:
+        """The widths of Optuna parameters (choice indices), e.g. a trial's ``params``."""
+        out = {}
+        for g in self.groups:
+            c, index = self.choices(g), params.get(PARAM_PREFIX + g.name)
+            if index is None or not 0 <= int(index) < len(c):
+                raise ConfigError(
+                    f"parameter {PARAM_PREFIX}{g.name}={index} is not an index into the group's "
+                    f"{len(c)} widths (a study of another space): pass --study NEW_NAME"
+                )
+            out[g.name] = c[int(index)]
+        return out
 
-    def params(self, widths: Widths) -> dict[str, int]:
-        return {PARAM_PREFIX + name: int(w) for name, w in widths.items()}
+    def params(self, widths: Mapping[str, int]) -> dict[str, int]:
+        """The Optuna parameters (choice indices) of ``widths``, e.g. to enqueue a trial."""
+        out = {}
+        for g in self.groups:
+            c, width = self.choices(g), widths.get(g.name)
+            if width is None or int(width) not in c:
+                raise ConfigError(
+                    f"width {width} of group '{g.name}' is not on the search grid {c}: use one of those"
+                )
+            out[PARAM_PREFIX + g.name] = c.index(int(width))
+        return out
+
+    def contains(self, widths: Mapping[str, int]) -> bool:
+        """Whether ``widths`` names every group, each at an allowed width."""
+        return all(g.name in widths and int(widths[g.name]) in self.choices(g) for g in self.groups)
+
+    def dense(self) -> Widths:
+        """Every group at all its channels (the last choice)."""
+        return {g.name: self.choices(g)[-1] for g in self.groups}
 
     def narrowest(self) -> Widths:
-        return {g.name: self.choices(g).start for g in self.groups}
+        """Every group at its first choice: the smallest network of the space."""
+        return {g.name: self.choices(g)[0] for g in self.groups}
 
     def uniform(self, ratio: float) -> Widths:
         """Every group at the largest choice <= ``ratio`` of its channels (at least the smallest)."""
@@ -54,7 +87,7 @@ class WidthSpace:
         for g in self.groups:
             c = self.choices(g)
             fits = [w for w in c if w <= ratio * g.channels]
-            out[g.name] = fits[-1] if fits else c.start
+            out[g.name] = fits[-1] if fits else c[0]
         return out
 
     def widest_uniform_within(self, budget_ms: float, predict_ms: Callable[[Widths], float]) -> Widths:
@@ -66,7 +99,7 @@ class WidthSpace:
         return self.uniform(lo)
 
 
-def space_for(groups: Sequence[ChannelGroup], sampling: dict[str, float]) -> WidthSpace:
+def space_for(groups: Sequence[ChannelGroup], sampling: Mapping[str, float]) -> WidthSpace:
     """The space matching a profile's sampling settings, so the predictor is never asked to extrapolate."""
     return WidthSpace(
         tuple(groups),

@@ -12,7 +12,6 @@ from autoprune.graph import (
     check_widths,
     measure_widths,
     narrowest_widths,
-    round_width,
 )
 from autoprune.models import create_model
 from autoprune.search import get_criterion
@@ -63,9 +62,7 @@ def test_rebuilding_from_kept_indices_reproduces_the_pruned_network() -> None:
     torch.testing.assert_close(a(X), b(X))
 
 
-def test_rounding_and_validation() -> None:
-    assert round_width(20, 64) == 24 and round_width(2, 64) == 8 and round_width(70, 64) == 64
-    assert round_width(5.4, 12) == 5  # small groups round to whole channels
+def test_widths_validation() -> None:
     groups = ChannelGraph(create_model("resnet20"), X[:1]).groups
     with pytest.raises(ConfigError, match="unknown groups"):
         check_widths(groups, {"nope": 3})

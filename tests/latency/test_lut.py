@@ -20,10 +20,10 @@ from autoprune.graph import (
     dense_widths,
     narrowest_widths,
     pruned_copy,
-    round_width,
 )
 from autoprune.latency import LatencyBackend, Session, get_backend, plan_samples, profile_model
-from autoprune.latency.lut import LatencyTable, allowed_widths, find_layers, lut_path, profile_lut, read_lut
+from autoprune.latency.lut import LatencyTable, find_layers, lut_path, profile_lut, read_lut
+from autoprune.latency.sampler import grid_of
 from autoprune.models import create_model
 
 FAST = ProtocolConfig(warmup_ms=0.0, iterations=2, min_round_ms=0.0, rounds=1)
@@ -90,9 +90,7 @@ def _random_widths(
     groups: Sequence[ChannelGroup], rng: np.random.Generator, min_ratio: float = 0.25
 ) -> Widths:
     """Widths anywhere in the range, rounded to whole channels only: mostly off the grid."""
-    return {
-        g.name: round_width(g.channels * rng.uniform(min_ratio, 1), g.channels, round_to=1) for g in groups
-    }
+    return {g.name: max(1, round(g.channels * rng.uniform(min_ratio, 1))) for g in groups}
 
 
 def _lut(model_name: str, out: Path, backend: LatencyBackend, grid: int = 3, **kw: Any) -> LatencyTable:
@@ -163,7 +161,7 @@ def test_grid_holds_narrowest_full_and_rounded_widths() -> None:
         for name, w in widths.items():
             sampled[name].add(w)
     for g in graph.groups:  # the grid's candidates are exactly what a profile can sample
-        assert sampled[g.name] <= set(allowed_widths(g, sampling))
+        assert sampled[g.name] <= set(grid_of(g, sampling))
     for grid in (2, 4, 8):
         for layer in find_layers(model, EXAMPLE, graph, sampling, grid):
             assert layer.out_group is not None  # resnet20: every conv's outputs are pruned
@@ -172,7 +170,7 @@ def test_grid_holds_narrowest_full_and_rounded_widths() -> None:
             assert axis[0] == narrowest[layer.out_group] and axis[-1] == channels
             assert 2 <= len(axis) <= grid and list(axis) == sorted(set(axis))
             assert all(w % 8 == 0 for w in axis)
-            assert set(axis) <= set(allowed_widths(by_name[layer.out_group], sampling))
+            assert set(axis) <= set(grid_of(by_name[layer.out_group], sampling))
     (stage3,) = {
         lay.out_axis for lay in find_layers(model, EXAMPLE, graph, sampling, 8) if lay.out_channels == 64
     }

@@ -35,9 +35,30 @@ def _search(tmp_path, budget: float, trials: int, name: str = "s") -> optuna.Stu
 
 
 def test_space_choices_follow_the_rounding_grid() -> None:
-    assert list(SPACE.choices(GROUPS[2])) == [16, 24, 32, 40, 48, 56, 64]
-    assert list(SPACE.choices(GROUPS[3])) == list(range(3, 13))  # small groups: whole channels
+    assert SPACE.choices(GROUPS[2]) == [16, 24, 32, 40, 48, 56, 64]
+    assert SPACE.choices(GROUPS[3]) == list(range(3, 13))  # small groups: whole channels
     assert SPACE.narrowest() == {"a": 8, "b": 8, "c": 16, "d": 3}
+    assert SPACE.dense() == {"a": 16, "b": 32, "c": 64, "d": 12}
+    # Off the multiples of 8: multiples from the narrowest, then the dense width (not aligned to it).
+    odd = WidthSpace((ChannelGroup("e", 20, ()), ChannelGroup("f", 36, ())), min_ratio=0.25)
+    assert [odd.choices(g) for g in odd.groups] == [[8, 16, 20], [8, 16, 24, 32, 36]]
+    assert odd.uniform(0.5) == {"e": 8, "f": 16} and odd.uniform(0.1) == odd.narrowest()
+
+
+def test_space_parameters_are_indices_into_the_choices() -> None:
+    odd = WidthSpace((ChannelGroup("e", 20, ()), ChannelGroup("f", 36, ())), min_ratio=0.25)
+    assert odd.params({"e": 20, "f": 24}) == {"w:e": 2, "w:f": 2}
+    assert odd.widths({"w:e": 2, "w:f": 2}) == {"e": 20, "f": 24}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        widths = odd.suggest(trial)
+        assert odd.contains(widths) and odd.widths(trial.params) == widths
+    assert not odd.contains({"e": 12, "f": 24}) and not odd.contains({"e": 20})
+    with pytest.raises(ConfigError, match="not on the search grid"):
+        odd.params({"e": 12, "f": 24})
+    with pytest.raises(ConfigError, match="--study"):
+        odd.widths({"w:e": 3, "w:f": 0})
 
 
 def test_chosen_widths_satisfy_the_constraint(tmp_path) -> None:  # type: ignore[no-untyped-def]
