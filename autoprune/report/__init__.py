@@ -1,4 +1,4 @@
-"""Reports: the dense-vs-pruned comparison table (terminal and markdown) and PNG plots."""
+"""Reports: the dense-vs-pruned comparison and search-trials tables (terminal and markdown), PNG plots."""
 
 from __future__ import annotations
 
@@ -11,16 +11,23 @@ from autoprune.report._table import (
     predictor_table,
     write_report,
 )
-from autoprune.report.plots import calibration_plot, curve_plot
+from autoprune.report._trials import TRIALS_HEADER, TrialPoint, pareto_front, trials_table
+from autoprune.report.plots import calibration_plot, curve_plot, pareto_plot, widths_plot
 
 __all__ = [
     "PREDICTOR_HEADER",
+    "TRIALS_HEADER",
     "ModelSummary",
+    "TrialPoint",
     "calibration_plot",
     "comparison_table",
     "curve_plot",
     "markdown_table",
+    "pareto_front",
+    "pareto_plot",
     "predictor_rows",
     "predictor_table",
+    "trials_table",
+    "widths_plot",
     "write_report",
 ]
