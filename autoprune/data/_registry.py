@@ -30,12 +30,16 @@ CACHE_SIZE = 4
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """A dataset's train/val/test splits; items are (float32 [3, S, S] image, int label), all sized."""
+    """A dataset's train/val/test splits; items are (float32 [3, S, S] image, int label), all sized.
+
+    The three are pairwise disjoint; a split the dataset does not ship is a fixed stratified hold-out
+    of its training data. Loads may share one object (see ``load_dataset``): treat it as read-only.
+    """
 
     name: str  # the spec it was loaded from, e.g. "digits" or "mnist:/data/mnist"
     train: Dataset[Sample]
     val: Dataset[Sample]  # for model selection: a fixed hold-out unless the dataset ships one
-    test: Dataset[Sample] | None  # evaluated once per final model; None when the dataset has none
+    test: Dataset[Sample]  # evaluated once per final model: shipped, or a fixed hold-out of train
     num_classes: int
     input_shape: tuple[int, int, int]  # (3, S, S)
 
