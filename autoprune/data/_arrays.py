@@ -12,7 +12,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from autoprune.data._common import holdout_indices
+from autoprune.data._common import holdout_indices, train_val_test_indices
 from autoprune.data._registry import DatasetSplits, Sample
 
 _CHUNK = 2048
@@ -82,20 +82,33 @@ def array_splits(
     num_classes: int,
     image_size: int,
     val_fraction: float,
+    test_fraction: float | None = None,
 ) -> DatasetSplits:
-    """Resize (images uint8 (N, C, H, W), labels) pairs, hold out a stratified val split and wrap them."""
-    images = resize_uint8(train[0], image_size)
-    train_idx, val_idx = holdout_indices(train[1], fraction=val_fraction, what=f"{prefix} training set")
+    """Resize (images uint8 (N, C, H, W), labels) pairs into train/val/test splits and wrap them.
+
+    A shipped ``test`` pair is used as is and val is a fixed stratified ``val_fraction`` of ``train``;
+    without one, test is a fixed stratified ``test_fraction`` of ``train`` and val ``val_fraction`` of
+    the rest. Every split is normalised with the statistics of the final train split alone.
+    """
+    what = f"{prefix} training set"
+    images, labels = resize_uint8(train[0], image_size), train[1]
+    if test is not None:
+        train_idx, val_idx = holdout_indices(labels, fraction=val_fraction, what=what)
+        test_images, test_labels = resize_uint8(test[0], image_size), test[1]
+    elif test_fraction is None:
+        raise ValueError(f"{prefix}: a dataset without a test split needs a test_fraction")
+    else:
+        train_idx, val_idx, test_idx = train_val_test_indices(
+            labels, val_fraction=val_fraction, test_fraction=test_fraction, what=what
+        )
+        test_images, test_labels = images[test_idx], labels[test_idx]
     train_images = images[train_idx]
     mean, std = channel_stats(train_images)
-    test_set = None
-    if test is not None:
-        test_set = ArrayDataset(resize_uint8(test[0], image_size), test[1], mean=mean, std=std)
     return DatasetSplits(
         name=prefix,
-        train=ArrayDataset(train_images, train[1][train_idx], mean=mean, std=std),
-        val=ArrayDataset(images[val_idx], train[1][val_idx], mean=mean, std=std),
-        test=test_set,
+        train=ArrayDataset(train_images, labels[train_idx], mean=mean, std=std),
+        val=ArrayDataset(images[val_idx], labels[val_idx], mean=mean, std=std),
+        test=ArrayDataset(test_images, test_labels, mean=mean, std=std),
         num_classes=num_classes,
         input_shape=(3, image_size, image_size),
     )

@@ -33,21 +33,20 @@ def existing_dir(prefix: str, root: Path, *, holding: str) -> Path:
 
 
 def holdout_indices(
-    labels: Sequence[int] | np.ndarray, *, fraction: float, what: str
+    labels: Sequence[int] | np.ndarray, *, fraction: float, what: str, held: str = "validation"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``range(len(labels))`` into (train, held-out) indices, stratified by label, seed fixed.
 
     The hold-out gets ceil(fraction * n) items, raised to one per class so every class is in it; if
     some class has a single item the split cannot be stratified and falls back to a plain shuffle.
+    ``what`` names the data and ``held`` the split being held out in the too-few-images error.
     """
     from sklearn.model_selection import train_test_split
 
     y = np.asarray(labels, dtype=np.int64)
     n = len(y)
     if n < 2:
-        raise DataError(
-            f"{what} has {n} image(s), too few to hold out a validation split: add training images"
-        )
+        raise DataError(f"{what} has {n} image(s), too few to hold out a {held} split: add training images")
     counts = np.bincount(y)
     num_classes = int(np.count_nonzero(counts))
     n_held = max(math.ceil(fraction * n), 1)
@@ -60,3 +59,23 @@ def holdout_indices(
         np.arange(n), test_size=n_held, stratify=stratify, random_state=SPLIT_SEED
     )
     return np.sort(train_idx), np.sort(held_idx)
+
+
+def train_val_test_indices(
+    labels: Sequence[int] | np.ndarray, *, val_fraction: float, test_fraction: float, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``range(len(labels))`` into pairwise disjoint, sorted (train, val, test) indices.
+
+    For a dataset that ships no test split: test is a fixed stratified ``test_fraction`` of all items,
+    val a fixed stratified ``val_fraction`` of the rest, so the test split never depends on the val
+    fraction and the model selected on val is scored on items neither trained nor selected on.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) < 3:
+        raise DataError(
+            f"{what} has {len(y)} image(s), too few to hold out validation and test splits: "
+            f"add training images"
+        )
+    rest, test = holdout_indices(y, fraction=test_fraction, what=what, held="test")
+    train, val = holdout_indices(y[rest], fraction=val_fraction, what=what)
+    return rest[train], rest[val], test

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from autoprune.data._common import existing_dir, holdout_indices, one_line
+from autoprune.data._common import existing_dir, holdout_indices, one_line, train_val_test_indices
 from autoprune.data._registry import DatasetSplits, Sample, register_dataset
 from autoprune.errors import DataError
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # torchvision and PIL load lazily: importing them costs ~1 s
     from torchvision.datasets import ImageFolder
 
 VAL_FRACTION = 0.1
+TEST_FRACTION = 0.1
 MEAN_STD = 0.5
 _LAYOUT = "train/<class>/<images> (and optionally val/ and test/ with the same class folders)"
 
@@ -51,9 +53,36 @@ def _folder(root: Path, split: str, transform: Callable[[Any], Any]) -> ImageFol
         ) from err
 
 
+def _splits(
+    full_train: ImageFolder, shipped: dict[str, ImageFolder], *, what: str
+) -> tuple[Dataset[Sample], Dataset[Sample], Dataset[Sample]]:
+    """(train, val, test): shipped val/test folders as they are, the missing ones held out of train."""
+    if "val" in shipped and "test" in shipped:
+        return full_train, shipped["val"], shipped["test"]
+    labels = full_train.targets
+    if "test" in shipped:
+        train_idx, val_idx = holdout_indices(labels, fraction=VAL_FRACTION, what=what)
+        return _subset(full_train, train_idx), _subset(full_train, val_idx), shipped["test"]
+    if "val" in shipped:
+        train_idx, test_idx = holdout_indices(labels, fraction=TEST_FRACTION, what=what, held="test")
+        return _subset(full_train, train_idx), shipped["val"], _subset(full_train, test_idx)
+    train_idx, val_idx, test_idx = train_val_test_indices(
+        labels, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION, what=what
+    )
+    return _subset(full_train, train_idx), _subset(full_train, val_idx), _subset(full_train, test_idx)
+
+
+def _subset(folder: ImageFolder, indices: np.ndarray) -> Dataset[Sample]:
+    """The items of ``folder`` at ``indices`` (sorted), as a sized torch Subset."""
+    return Subset(folder, indices.tolist())
+
+
 @register_dataset("imagefolder", takes_dir=True)
 def load_imagefolder(root: Path, *, image_size: int) -> DatasetSplits:
-    """val = DIR/val, else a fixed stratified 10 % hold-out of DIR/train; test = DIR/test or None."""
+    """val = DIR/val and test = DIR/test; a missing one is a fixed stratified hold-out of DIR/train.
+
+    Without test/, test = 10 % of train/; without val/, val = 10 % of what train/ has left.
+    """
     from torchvision import transforms
 
     existing_dir("imagefolder", root, holding=_LAYOUT)
@@ -76,21 +105,12 @@ def load_imagefolder(root: Path, *, image_size: int) -> DatasetSplits:
                     f"imagefolder: '{root / split}' has classes {splits[split].classes} but "
                     f"'{root / 'train'}' has {full_train.classes}: give both the same class folders"
                 )
-    train: Dataset[Sample] = full_train
-    val: Dataset[Sample]
-    if "val" in splits:
-        val = splits["val"]
-    else:
-        train_idx, val_idx = holdout_indices(
-            full_train.targets, fraction=VAL_FRACTION, what=f"imagefolder '{root / 'train'}'"
-        )
-        train = Subset(full_train, train_idx.tolist())
-        val = Subset(full_train, val_idx.tolist())
+    train, val, test = _splits(full_train, splits, what=f"imagefolder '{root / 'train'}'")
     return DatasetSplits(
         name="imagefolder",
         train=train,
         val=val,
-        test=splits.get("test"),
+        test=test,
         num_classes=len(full_train.classes),
         input_shape=(3, image_size, image_size),
     )

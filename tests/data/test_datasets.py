@@ -2,124 +2,28 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
-import struct
-import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
+from data_builders import (
+    ALL3,
+    CLASS_LEVELS,
+    assert_labels_encoded,
+    assert_one_line_error,
+    encoded_images,
+    make_cifar_dir,
+    make_idx_dir,
+    make_imagefolder,
+    n_items,
+    write_idx,
+)
 
 from autoprune.data import DatasetSplits, list_datasets, load_dataset, register_dataset
 from autoprune.errors import DataError
-
-
-def n_items(dataset: Dataset | None) -> int:
-    """``len(dataset)``, checking that the split is a sized Dataset (every split must support len)."""
-    assert isinstance(dataset, Dataset) and isinstance(dataset, Sized)
-    return len(dataset)
-
-
-def pixel_for(label: int) -> int:
-    """The constant grey level that encodes ``label`` in the synthetic images."""
-    return 20 * label + 10
-
-
-def encoded_images(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 images of ``shape`` per item whose every pixel is ``pixel_for(label)``."""
-    values = np.array([pixel_for(int(y)) for y in labels], dtype=np.uint8)
-    return np.broadcast_to(values.reshape(-1, *([1] * len(shape))), (len(labels), *shape)).copy()
-
-
-def assert_labels_encoded(dataset: Dataset, size: int, channel: int = 0) -> None:
-    """Every item is a constant float32 [3, size, size] image whose level rises strictly with its label."""
-    levels: dict[int, set[float]] = {}
-    for i in range(n_items(dataset)):
-        x, y = dataset[i]
-        assert x.shape == (3, size, size) and x.dtype == torch.float32
-        assert torch.allclose(x[channel], x[channel, 0, 0].expand(size, size), atol=1e-5)
-        levels.setdefault(int(y), set()).add(round(float(x[channel, 0, 0]), 4))
-    assert all(len(v) == 1 for v in levels.values()), levels
-    ordered = [next(iter(levels[k])) for k in sorted(levels)]
-    assert ordered == sorted(ordered) and len(set(ordered)) == len(ordered)
-
-
-def write_idx(path: Path, array: np.ndarray, *, magic: int, count: int | None = None) -> None:
-    """Write ``array`` as an IDX file, gzipped if the name ends in .gz; ``count`` overrides the header N."""
-    n = len(array) if count is None else count
-    payload = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", n, *array.shape[1:])
-    payload += array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(payload))
-    else:
-        path.write_bytes(payload)
-
-
-def make_idx_dir(root: Path, *, gz: bool = True, n_train: int = 50, n_test: int = 20) -> Path:
-    """A tiny MNIST-style folder: 28x28 images whose grey level encodes their label 0..9."""
-    root.mkdir(parents=True, exist_ok=True)
-    ext = ".gz" if gz else ""
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        write_idx(root / f"{split}-images-idx3-ubyte{ext}", encoded_images(labels, (28, 28)), magic=2051)
-        write_idx(root / f"{split}-labels-idx1-ubyte{ext}", labels, magic=2049)
-    return root
-
-
-def write_cifar_batch(path: Path, labels: np.ndarray) -> None:
-    """A CIFAR-10 pickle batch: red encodes the label, green is 5 and blue 250 everywhere."""
-    images = np.empty((len(labels), 3, 32, 32), dtype=np.uint8)
-    images[:, 0] = encoded_images(labels, (32, 32))
-    images[:, 1], images[:, 2] = 5, 250
-    batch = {b"data": images.reshape(len(labels), -1), b"labels": [int(y) for y in labels]}
-    path.write_bytes(pickle.dumps(batch))
-
-
-def make_cifar_dir(root: Path) -> Path:
-    """Five train batches of 10 images (one per class) and a 10-image test batch."""
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 6):
-        write_cifar_batch(root / f"data_batch_{i}", np.arange(10))
-    write_cifar_batch(root / "test_batch", np.arange(10)[::-1])
-    return root
-
-
-CLASS_LEVELS = {"ant": 40, "bee": 120, "cat": 200, "dog": 90}
-
-
-def make_imagefolder(root: Path, splits: dict[str, tuple[str, ...]], per_class: int = 4) -> Path:
-    """PNG folders ``root/split/class``; "cat" images are greyscale, the others RGB, all constant."""
-    for split, classes in splits.items():
-        for name in classes:
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            level = CLASS_LEVELS[name]
-            for i in range(per_class):
-                image = (
-                    Image.new("L", (10, 12), level)
-                    if name == "cat"
-                    else Image.new("RGB", (12, 10), (level, level, level))
-                )
-                image.save(folder / f"{i}.png")
-    return root
-
-
-ALL3 = ("ant", "bee", "cat")
-
-
-def assert_one_line_error(spec: str, *needles: str, image_size: int = 32) -> None:
-    with pytest.raises(DataError) as info:
-        load_dataset(spec, image_size=image_size)
-    message = str(info.value)
-    assert "\n" not in message and message.strip() == message and message
-    for needle in needles:
-        assert needle in message, message
-
 
 # ---------------------------------------------------------------- registry
 
@@ -149,41 +53,43 @@ def test_register_dataset_is_used_and_named_by_spec(monkeypatch: pytest.MonkeyPa
 # ---------------------------------------------------------------- digits
 
 
-def test_digits_shapes_split_and_determinism() -> None:
+def digits_indices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices into sklearn's digits: test 20 % of all, val 20 % of the rest."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    first = load_dataset("digits")
-    start = time.perf_counter()
-    second = load_dataset("digits")
-    assert time.perf_counter() - start < 1.0
-    assert first.name == "digits" and first.num_classes == 10 and first.input_shape == (3, 32, 32)
-    assert first.test is None and (n_items(first.train), n_items(first.val)) == (1437, 360)
-    x, y = first.train[0]
+    target = load_digits().target
+    rest, test = train_test_split(np.arange(len(target)), test_size=0.2, stratify=target, random_state=0)
+    rest = np.sort(rest)
+    train, val = train_test_split(rest, test_size=0.2, stratify=target[rest], random_state=0)
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def test_digits_shapes_and_split_sizes() -> None:
+    from sklearn.datasets import load_digits
+
+    splits = load_dataset("digits")
+    assert splits.name == "digits" and splits.num_classes == 10 and splits.input_shape == (3, 32, 32)
+    assert (n_items(splits.train), n_items(splits.val), n_items(splits.test)) == (1149, 288, 360)
+    x, y = splits.train[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
     assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])
-    for i in (0, 17, 359):
-        assert torch.equal(first.val[i][0], second.val[i][0]) and first.val[i][1] == second.val[i][1]
 
     target = load_digits().target
-    _, val_idx = train_test_split(np.arange(len(target)), test_size=0.2, stratify=target, random_state=0)
-    val_labels = [first.val[i][1] for i in range(n_items(first.val))]
-    assert val_labels == target[np.sort(val_idx)].tolist()
-    assert np.bincount(val_labels).min() >= 35 and np.bincount(val_labels).max() <= 37
+    for split, indices in zip((splits.train, splits.val, splits.test), digits_indices(), strict=True):
+        assert [split[i][1] for i in range(n_items(split))] == target[indices].tolist()
+    test_counts = np.bincount([splits.test[i][1] for i in range(360)])
+    assert test_counts.min() >= 35 and test_counts.max() <= 37
 
 
 def test_digits_native_size_keeps_pixels_with_their_labels() -> None:
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    _, val_idx = train_test_split(
-        np.arange(len(bunch.target)), test_size=0.2, stratify=bunch.target, random_state=0
-    )
     splits = load_dataset("digits", image_size=8)
-    got = torch.stack([splits.val[i][0][0] for i in range(n_items(splits.val))]).numpy().ravel()
-    want = bunch.images[np.sort(val_idx)].ravel()
-    assert np.corrcoef(got, want)[0, 1] > 0.9999
+    for split, indices in zip((splits.train, splits.val, splits.test), digits_indices(), strict=True):
+        got = torch.stack([split[i][0][0] for i in range(n_items(split))]).numpy().ravel()
+        assert np.corrcoef(got, bunch.images[indices].ravel())[0, 1] > 0.9999
     assert splits.val[0][0].shape == (3, 8, 8)
 
 
@@ -198,7 +104,6 @@ def test_idx_loads(tmp_path: Path, prefix: str, gz: bool) -> None:
     assert (
         splits.name == f"{prefix}:{root}" and splits.num_classes == 10 and splits.input_shape == (3, 16, 16)
     )
-    assert splits.test is not None
     assert (n_items(splits.train), n_items(splits.val), n_items(splits.test)) == (40, 10, 20)
     assert sorted(splits.val[i][1] for i in range(10)) == list(range(10))  # stratified: one per class
     for dataset in (splits.train, splits.val, splits.test):
@@ -281,7 +186,7 @@ def test_truncated_raw_idx(tmp_path: Path) -> None:
 def test_cifar_loads(tmp_path: Path, nested: bool) -> None:
     make_cifar_dir(tmp_path / "cifar-10-batches-py" if nested else tmp_path)
     splits = load_dataset(f"cifar10:{tmp_path}")
-    assert splits.num_classes == 10 and splits.input_shape == (3, 32, 32) and splits.test is not None
+    assert splits.num_classes == 10 and splits.input_shape == (3, 32, 32)
     assert (n_items(splits.train), n_items(splits.val), n_items(splits.test)) == (40, 10, 10)
     for dataset in (splits.train, splits.val, splits.test):
         assert_labels_encoded(dataset, 32, channel=0)
@@ -328,7 +233,7 @@ def _level(name: str) -> float:
 def test_imagefolder_with_val_and_test(tmp_path: Path) -> None:
     make_imagefolder(tmp_path, {"train": ALL3, "val": ALL3, "test": ALL3}, per_class=2)
     splits = load_dataset(f"imagefolder:{tmp_path}", image_size=16)
-    assert splits.num_classes == 3 and splits.input_shape == (3, 16, 16) and splits.test is not None
+    assert splits.num_classes == 3 and splits.input_shape == (3, 16, 16)
     assert (n_items(splits.train), n_items(splits.val), n_items(splits.test)) == (6, 6, 6)
     for dataset in (splits.train, splits.val, splits.test):
         for i in range(6):
@@ -337,18 +242,31 @@ def test_imagefolder_with_val_and_test(tmp_path: Path) -> None:
             assert torch.allclose(x, torch.full_like(x, _level(ALL3[y])), atol=1e-5)
 
 
-def test_imagefolder_holdout_without_val(tmp_path: Path) -> None:
-    make_imagefolder(tmp_path, {"train": ALL3}, per_class=10)
-    a, b = load_dataset(f"imagefolder:{tmp_path}"), load_dataset(f"imagefolder:{tmp_path}")
-    assert a.test is None and (n_items(a.train), n_items(a.val)) == (27, 3)
-    assert sorted(a.val[i][1] for i in range(3)) == [0, 1, 2]
-    assert [b.val[i][1] for i in range(3)] == [a.val[i][1] for i in range(3)]
-    x, y = a.train[5]
-    assert torch.allclose(x, torch.full_like(x, _level(ALL3[y])), atol=1e-5)
+@pytest.mark.parametrize(
+    ("layout", "sizes"),
+    [
+        ({"train": ALL3}, (24, 3, 3)),  # test 10 % of train/, val 10 % of the rest
+        ({"train": ALL3, "val": ALL3}, (27, 6, 3)),  # test 10 % of train/
+        ({"train": ALL3, "test": ALL3}, (27, 3, 6)),  # val 10 % of train/
+    ],
+    ids=["train-only", "train-val", "train-test"],
+)
+def test_imagefolder_holdouts(
+    tmp_path: Path, layout: dict[str, tuple[str, ...]], sizes: tuple[int, int, int]
+) -> None:
+    make_imagefolder(tmp_path, {"train": layout["train"]}, per_class=10)
+    make_imagefolder(tmp_path, {k: v for k, v in layout.items() if k != "train"}, per_class=2)
+    splits = load_dataset(f"imagefolder:{tmp_path}")
+    assert (n_items(splits.train), n_items(splits.val), n_items(splits.test)) == sizes
+    for dataset in (splits.train, splits.val, splits.test):
+        labels = [dataset[i][1] for i in range(n_items(dataset))]
+        assert np.bincount(labels).tolist() == [len(labels) // 3] * 3  # stratified
+        x, y = dataset[len(labels) - 1]
+        assert torch.allclose(x, torch.full_like(x, _level(ALL3[y])), atol=1e-5)
 
 
 def test_imagefolder_bad_image_is_a_data_error(tmp_path: Path) -> None:
-    make_imagefolder(tmp_path, {"train": ALL3, "val": ALL3}, per_class=1)
+    make_imagefolder(tmp_path, {"train": ALL3, "val": ALL3, "test": ALL3}, per_class=1)
     (tmp_path / "train" / "ant" / "0.png").write_bytes(b"not a png")
     splits = load_dataset(f"imagefolder:{tmp_path}")
     with pytest.raises(DataError, match=r"0\.png"):
@@ -372,6 +290,22 @@ def test_imagefolder_bad_layout(tmp_path: Path, layout: dict[str, tuple[str, ...
 def test_imagefolder_empty_train(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     assert_one_line_error(f"imagefolder:{tmp_path}", "train", "lay out DIR")
+
+
+@pytest.mark.parametrize(
+    ("layout", "needle"),
+    [
+        ({"train": ("ant", "bee")}, "too few to hold out validation and test splits"),
+        ({"train": ("ant",), "val": ("ant",)}, "too few to hold out a test split"),
+        ({"train": ("ant",), "test": ("ant",)}, "too few to hold out a validation split"),
+    ],
+    ids=["train-only", "train-val", "train-test"],
+)
+def test_imagefolder_too_few_to_hold_out(
+    tmp_path: Path, layout: dict[str, tuple[str, ...]], needle: str
+) -> None:
+    make_imagefolder(tmp_path, layout, per_class=1)
+    assert_one_line_error(f"imagefolder:{tmp_path}", needle, "add training images")
 
 
 # ---------------------------------------------------------------- bad specs
