@@ -35,15 +35,14 @@ from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError, ProfileError
 from autoprune.graph import ChannelGraph, ChannelGroup, check_widths
 from autoprune.latency.backends import LatencyBackend
-from autoprune.latency.fingerprint import device_identity
-from autoprune.latency.profile import check_same_run, measurement_meta, read_measurements
+from autoprune.latency.compat import LUT_KEYS, check_same_run
+from autoprune.latency.profile import measurement_meta, read_measurements
 from autoprune.latency.protocol import measure
 from autoprune.latency.sampler import grid_of
 
 FORMAT = 1
 KIND = "latency-lut"
 SUFFIX = ".lut.parquet"
-_ROUNDING_KEYS = ("min_ratio", "round_to", "round_min_channels")  # the sampling settings the grid uses
 
 
 def lut_path(profile_path: str | Path) -> Path:
@@ -403,19 +402,6 @@ def read_lut(path: str | Path) -> LatencyTable:
     return LatencyTable(path, meta, rows)
 
 
-def _identity(meta: dict[str, Any]) -> dict[str, Any]:
-    """What must be equal for two runs to share one table: the device first (it matters most), the
-    model's groups and convolutions (with their grids) last, as they follow from the rest."""
-    keys = ("model", "input_shape", "backend", "backend_settings", "protocol", "grid")
-    return {
-        "device": device_identity(meta["device"]),
-        **{k: meta.get(k) for k in keys},
-        "sampling": {k: meta["sampling"].get(k) for k in _ROUNDING_KEYS},
-        "groups": meta["groups"],
-        "layers": meta["layers"],
-    }
-
-
 def profile_lut(
     model: nn.Module,
     *,
@@ -465,11 +451,7 @@ def profile_lut(
     side = lut_sidecar_path(out)
     if out.exists() or side.exists():
         existing = read_lut(out)
-        try:
-            old = _identity(existing.meta)
-        except (KeyError, TypeError, AttributeError):
-            raise ProfileError(f"'{out}' has a malformed sidecar: delete it to start over") from None
-        check_same_run(old, _identity(meta), out, summarize=("groups", "layers"))
+        check_same_run(existing.meta, meta, out, LUT_KEYS, summarize=("groups", "layers"))
         meta["created"] = existing.meta.get("created", meta["created"])
         records = existing.rows.to_dict("records")
     write_json(side, meta)
