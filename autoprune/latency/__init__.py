@@ -5,6 +5,7 @@ from __future__ import annotations
 from autoprune.latency._onnx import to_onnx
 from autoprune.latency.backends import LatencyBackend, Session, get_backend, list_backends, register_backend
 from autoprune.latency.compare import measure_interleaved, measure_widths
+from autoprune.latency.compat import check_same_run, difference, mismatch
 from autoprune.latency.fingerprint import device_identity
 from autoprune.latency.lut import LatencyTable, lut_path, profile_lut, read_lut
 from autoprune.latency.profile import (
@@ -27,16 +28,19 @@ __all__ = [
     "Profile",
     "Session",
     "boundary_plan",
+    "check_same_run",
     "cuda_index",
     "default_profile_path",
     "device_identity",
     "device_slug",
+    "difference",
     "get_backend",
     "list_backends",
     "lut_path",
     "measure",
     "measure_interleaved",
     "measure_widths",
+    "mismatch",
     "noisy_rounds",
     "plan_samples",
     "profile_lut",

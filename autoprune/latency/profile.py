@@ -32,7 +32,7 @@ from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError, ProfileError
 from autoprune.graph import ChannelGraph, ChannelGroup, Widths, count_macs_params, pruned_copy
 from autoprune.latency.backends import LatencyBackend
-from autoprune.latency.fingerprint import device_identity
+from autoprune.latency.compat import PROFILE_KEYS, check_same_run
 from autoprune.latency.protocol import measure
 from autoprune.latency.sampler import plan_samples, widths_key
 
@@ -129,31 +129,6 @@ def read_profile(path: str | Path) -> Profile:
     return Profile(path, meta, rows)
 
 
-def _identity(meta: dict[str, Any]) -> dict[str, Any]:
-    """What must be equal for two measurement runs to share one profile (samples may grow)."""
-    sampling = {k: v for k, v in meta["sampling"].items() if k != "samples"}
-    keys = ("model", "num_classes", "input_shape", "backend", "backend_settings", "protocol", "groups")
-    # The device first: of all differences it is the one a user most needs to hear about.
-    return {"device": device_identity(meta["device"]), **{k: meta[k] for k in keys}, "sampling": sampling}
-
-
-def check_same_run(
-    old: dict[str, Any], new: dict[str, Any], path: Path, *, summarize: Sequence[str] = ()
-) -> None:
-    """Refuse to add measurements to ``path`` unless every identity entry matches; entries named in
-    ``summarize`` are too long to print and are named as an architecture difference."""
-    for key, cur in new.items():
-        if old.get(key) != cur:
-            what = (
-                f"another model architecture (its {key} differ)"
-                if key in summarize
-                else f"another {key} ({old.get(key)} vs {cur})"
-            )
-            raise ProfileError(
-                f"'{path}' was measured with {what}: pass a new --out, or delete it to start over"
-            )
-
-
 def measurement_meta(
     *,
     model_spec: str | None,
@@ -221,7 +196,7 @@ def profile_model(
     records: list[dict[str, Any]] = []
     if out.exists() or sidecar_path(out).exists():
         existing = read_profile(out)
-        check_same_run(_identity(existing.meta), _identity(meta), out, summarize=("groups",))
+        check_same_run(existing.meta, meta, out, PROFILE_KEYS, summarize=("groups",))
         meta["created"] = existing.meta.get("created", meta["created"])
         meta["active"] = meta["active"] or existing.meta.get("active")  # the last active run's settings
         records = existing.rows.to_dict("records")

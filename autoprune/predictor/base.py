@@ -21,11 +21,12 @@ from autoprune import __version__
 from autoprune._io import atomic_write
 from autoprune.errors import BindingError, ConfigError, ProfileError
 from autoprune.graph import ChannelGroup
-from autoprune.latency import Profile, device_identity
+from autoprune.latency import Profile, difference, mismatch
 from autoprune.predictor.features import Features
 
 FORMAT = 2
 MIN_ROWS = 5
+# What a predictor records of its profile, and so is bound to (check_device, check_model, space_for).
 _BOUND_KEYS = ("model", "num_classes", "input_shape", "batch_size", "backend", "precision",
                "backend_settings", "device", "protocol", "sampling")  # fmt: skip
 _REGISTRY: dict[str, type[LatencyPredictor]] = {}
@@ -152,12 +153,11 @@ class LatencyPredictor(ABC):
 
     def check_device(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to measure on a device other than the one the predictor's profile came from."""
-        mine, theirs = device_identity(self.meta["device"]), device_identity(fingerprint)
-        if mine != theirs:
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        here = {"device": fingerprint}
+        if mismatch(self.meta, here, ("device",)):
             raise BindingError(
-                f"the predictor's profile was measured on another device ({diff[0]}: {mine.get(diff[0])!r}, "
-                f"here {theirs.get(diff[0])!r}): profile this device and fit again"
+                f"the predictor's profile was measured on {difference('device', self.meta, here)}: "
+                "profile this device and fit again"
             )
 
     # -- persistence ------------------------------------------------------------------------------
