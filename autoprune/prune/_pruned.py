@@ -48,6 +48,7 @@ def prune_model(
     """A physically pruned copy of ``dense`` (untouched) in eval mode: in each group, the channels with
     the highest ``scores``. Pass the scores ``channel_scores`` computed once on ``dense`` when pruning it
     many times; without them they are computed here with ``criterion`` (and ``batches`` if it needs data).
+    ``criterion`` is recorded by name, so pass the one that computed ``scores``.
     """
     example = torch.zeros(1, *input_shape[1:])
     if scores is None:
