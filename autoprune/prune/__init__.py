@@ -1,7 +1,17 @@
-"""Apply widths to a trained model (keeping the channels a criterion ranks highest), save and reload."""
+"""Apply widths to a trained model (keeping the channels a criterion ranks highest), recover accuracy
+after pruning, save and reload."""
 
 from __future__ import annotations
 
 from autoprune.prune._pruned import PrunedModel, load_pruned, prune_model, save_pruned
+from autoprune.prune.recover import recalibrate_bn
+from autoprune.training import calibration_batches
 
-__all__ = ["PrunedModel", "load_pruned", "prune_model", "save_pruned"]
+__all__ = [
+    "PrunedModel",
+    "calibration_batches",
+    "load_pruned",
+    "prune_model",
+    "recalibrate_bn",
+    "save_pruned",
+]

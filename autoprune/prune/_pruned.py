@@ -3,19 +3,21 @@ and rebuilt without any search. The file loads with ``torch.load(weights_only=Tr
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from autoprune import __version__
 from autoprune._io import atomic_write
-from autoprune.errors import ModelError
-from autoprune.graph import Widths, apply_widths, pruned_copy
+from autoprune.errors import ConfigError, ModelError
+from autoprune.graph import Widths, apply_widths, keep_top
 from autoprune.models import create_model
-from autoprune.search import get_criterion
+from autoprune.search.criteria import Batches, Criterion, channel_scores
 
 FORMAT = 1
 
@@ -39,13 +41,31 @@ def prune_model(
     model_spec: str,
     num_classes: int,
     input_shape: list[int],
-    criterion: str = "l1",
+    criterion: str | Criterion = "l1",
+    scores: Mapping[str, Tensor] | None = None,
+    batches: Batches = (),
 ) -> PrunedModel:
-    """A physically pruned copy of ``dense``: in each group the channels ``criterion`` ranks highest."""
+    """A physically pruned copy of ``dense`` (untouched) in eval mode: in each group, the channels with
+    the highest ``scores``. Pass the scores ``channel_scores`` computed once on ``dense`` when pruning it
+    many times; without them they are computed here with ``criterion`` (and ``batches`` if it needs data).
+    ``criterion`` is recorded by name, so pass the one that computed ``scores``.
+    """
     example = torch.zeros(1, *input_shape[1:])
-    module, keep = pruned_copy(dense, example, widths, criterion=get_criterion(criterion))
+    if scores is None:
+        scores = channel_scores(dense, example, criterion, batches=batches)
+    missing = sorted(set(widths) - set(scores))
+    if missing:
+        raise ConfigError(
+            f"widths name groups {missing} that have no scores (scored: {sorted(scores)}): "
+            "compute the scores with channel_scores on the same dense model"
+        )
+    dense_w = {name: len(s) for name, s in scores.items()}
+    keep = keep_top(scores, {**dense_w, **widths})
+    module = copy.deepcopy(dense).eval()
+    keep = apply_widths(module, example, widths, keep=keep)
     full = {name: len(idx) for name, idx in keep.items()}
-    return PrunedModel(module, model_spec, num_classes, list(input_shape), full, keep, criterion)
+    name = criterion if isinstance(criterion, str) else criterion.name
+    return PrunedModel(module, model_spec, num_classes, list(input_shape), full, keep, name)
 
 
 def save_pruned(path: str | Path, pruned: PrunedModel) -> None:

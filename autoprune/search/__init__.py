@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoprune.search.criteria import get_criterion, list_criteria, register_criterion
+from autoprune.search.criteria import channel_scores, get_criterion, list_criteria, register_criterion
 from autoprune.search.finalists import Measured, check_budget, select_by_measurement
 from autoprune.search.optuna_strategy import Candidate, open_study, ranked_candidates, run_search
 from autoprune.search.space import WidthSpace, space_for
@@ -11,6 +11,7 @@ __all__ = [
     "Candidate",
     "Measured",
     "WidthSpace",
+    "channel_scores",
     "check_budget",
     "get_criterion",
     "list_criteria",

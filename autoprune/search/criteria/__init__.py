@@ -1,0 +1,27 @@
+"""Importance criteria: ``criterion(group) -> scores``, one score per channel of a Torch-Pruning group
+(higher is kept), looked up by name so run directories record which one ran.
+
+Built in: ``l1``, ``l2``, ``bn_scale`` (weights only), ``taylor`` (gradients of calibration batches),
+``fpgm`` (geometric median), ``random`` (seeded control). ``channel_scores`` scores a whole model.
+"""
+
+from __future__ import annotations
+
+from autoprune.search.criteria import _fpgm, _magnitude, _random, _taylor  # noqa: F401 (registers)
+from autoprune.search.criteria._base import (
+    Batches,
+    Criterion,
+    get_criterion,
+    list_criteria,
+    register_criterion,
+)
+from autoprune.search.criteria._scores import channel_scores
+
+__all__ = [
+    "Batches",
+    "Criterion",
+    "channel_scores",
+    "get_criterion",
+    "list_criteria",
+    "register_criterion",
+]
