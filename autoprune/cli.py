@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model spec, when the profile has no lookup table and its spec moved")
     p.add_argument("--seed", type=int, default=0)
 
+    from autoprune.search import list_criteria, list_strategies
+
     p = sub.add_parser("search", help="search per-group widths under a latency budget")
     p.add_argument("model")
     p.add_argument("--checkpoint", required=True)
@@ -146,13 +148,45 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="constrain mean + z*std of the LPNet ensemble: feasible with this probability (e.g. 0.95)",
     )
+    p.add_argument(
+        "--strategy",
+        default="optuna",
+        help=f"how networks are proposed: {' | '.join(list_strategies())} "
+        "(default optuna: TPE under the predicted-latency constraint)",
+    )
+    p.add_argument(
+        "--objectives",
+        type=int,
+        default=1,
+        choices=[1, 2],
+        help="optuna/flops: 2 runs NSGA-II on (accuracy, predicted latency) and reports the Pareto front",
+    )
+    p.add_argument(
+        "--no-prune-trials", action="store_true", help="optuna: do not stop hopeless trials (median pruner)"
+    )
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file in the run directory)")
     p.add_argument("--study", default="autoprune", help="Optuna study name; rerun the same one to resume")
     p.add_argument("--finetune-epochs", type=float, default=1.0, help="fine-tune per trial before evaluation")
-    p.add_argument("--final-epochs", type=int, default=5, help="fine-tune of the chosen network")
+    p.add_argument("--final-epochs", type=float, default=5.0, help="fine-tune of the chosen network")
     p.add_argument("--finalists", type=int, default=3, help="candidates re-measured at a time")
-    p.add_argument("--criterion", default="l1", help="importance criterion: l1 | l2 | random")
+    p.add_argument(
+        "--criterion",
+        default="l1",
+        help=f"which channels of a group are kept: {' | '.join(list_criteria())}",
+    )
+    p.add_argument(
+        "--calibration-batches",
+        type=int,
+        default=8,
+        help="training batches for BatchNorm recalibration after pruning and for data-aware criteria",
+    )
+    p.add_argument("--distill", action="store_true", help="the final fine-tune distils from the dense model")
+    p.add_argument(
+        "--margin",
+        type=float,
+        help="least fraction a finalist must measure under the budget (default: the protocol's tolerance)",
+    )
     p.add_argument("--lr", type=float, default=0.05, help="fine-tune learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=32)
@@ -278,11 +312,17 @@ def _run(args: argparse.Namespace) -> None:
             search_cfg = SearchConfig(
                 budget_ms=args.budget_ms,
                 budget_ratio=args.budget_ratio,
+                strategy=args.strategy,
+                objectives=args.objectives,
+                prune_trials=not args.no_prune_trials,
                 trials=args.trials,
                 finetune_epochs=args.finetune_epochs,
                 final_epochs=args.final_epochs,
                 finalists=args.finalists,
                 criterion=args.criterion,
+                calibration_batches=args.calibration_batches,
+                distill=args.distill,
+                margin=args.margin,
                 lr=args.lr,
                 budget_confidence=args.budget_confidence,
                 seed=args.seed,
@@ -301,7 +341,11 @@ def _run(args: argparse.Namespace) -> None:
             )
             progress.stop()
             console.print(comparison_table(s.dense, s.pruned, s.budget_ms))
-            say(f"saved {s.run_dir / 'pruned.pt'} and {s.run_dir / 'report.md'}")
+            if args.objectives == 2:
+                front = ", ".join(f"#{p.number} {100 * (p.accuracy or 0):.2f} % at {p.predicted_ms:.4f} ms"
+                                  for p in s.pareto_front)  # fmt: skip
+                say(f"Pareto front (val accuracy after the short fine-tune, predicted latency): {front}")
+            say(f"saved {s.run_dir / 'pruned.pt'}, {s.run_dir / 'report.md'} (plots: pareto.png, widths.png)")
         elif args.command == "export":
             e = api.export(
                 args.source,

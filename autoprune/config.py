@@ -142,15 +142,25 @@ class FitConfig(_Config):
 
 @dataclass(frozen=True)
 class SearchConfig(_Config):
-    """The Optuna search under a latency budget (``budget_ms``, or ``budget_ratio`` of the dense)."""
+    """The search under a latency budget (``budget_ms``, or ``budget_ratio`` of the dense): which
+    ``strategy`` proposes networks, how a trial's accuracy is measured (prune with ``criterion``,
+    recalibrate BatchNorm on ``calibration_batches`` training batches, fine-tune ``finetune_epochs``,
+    score on validation), and how finalists are accepted (measured within budget by a margin of at
+    least ``margin``, default the protocol's tolerance)."""
 
     budget_ms: float | None = None
     budget_ratio: float | None = None
+    strategy: str = "optuna"
+    objectives: int = 1  # optuna: 2 runs NSGA-II on (accuracy, predicted latency)
+    prune_trials: bool = True  # optuna, one objective: the median pruner stops hopeless trials
     trials: int = 30
     finetune_epochs: float = 1.0
-    final_epochs: int = 5
+    final_epochs: float = 5.0
     finalists: int = 3
     criterion: str = "l1"
+    calibration_batches: int = 8
+    distill: bool = False  # the final fine-tune distils from the dense network
+    margin: float | None = None
     lr: float = 0.05  # fine-tune lr: at 0.01 one epoch leaves a heavily pruned ResNet-20 near chance
     budget_confidence: float | None = None  # constrain mean + z * std of the ensemble, not the mean
     seed: int = 0
@@ -162,8 +172,10 @@ class SearchConfig(_Config):
             raise ConfigError(f"--budget-ms must be > 0, got {self.budget_ms}")
         if self.budget_ratio is not None and not 0 < self.budget_ratio <= 1:
             raise ConfigError(f"--budget-ratio must be in (0, 1], got {self.budget_ratio}")
-        self._positive("trials", "finalists", "lr")
+        self._positive("trials", "finalists", "lr", "calibration_batches")
         if self.budget_confidence is not None and not 0.5 <= self.budget_confidence < 1:
             raise ConfigError(f"--budget-confidence must be in [0.5, 1), got {self.budget_confidence}")
         if self.finetune_epochs < 0 or self.final_epochs < 0:
             raise ConfigError("fine-tune epochs must be >= 0")
+        if self.margin is not None and not 0 <= self.margin < 1:
+            raise ConfigError(f"--margin must be in [0, 1), got {self.margin}")

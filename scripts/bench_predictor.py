@@ -30,12 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from autoprune.api import predictor_features
 from autoprune.config import FitConfig, ProtocolConfig
 from autoprune.latency import Profile, device_identity, get_backend, measure_widths, read_profile
 from autoprune.latency.fingerprint import cpu_model, versions
 from autoprune.models import create_model
-from autoprune.predictor import compare, latency_metrics, make_predictor, predictor_kinds, split_rows
+from autoprune.predictor import (
+    compare,
+    features_for_profile,
+    latency_metrics,
+    make_predictor,
+    predictor_kinds,
+    split_rows,
+)
 from autoprune.predictor.active import active_curve
 from autoprune.report import PREDICTOR_HEADER, curve_plot, markdown_table, predictor_rows
 
@@ -77,7 +83,7 @@ def remeasure(prof: Profile, rows: np.ndarray) -> tuple[np.ndarray, float] | Non
 def bench_profile(path: Path, args: argparse.Namespace) -> dict:
     prof = read_profile(path)
     clean = prof.without_noisy()
-    features = predictor_features(prof)
+    features = features_for_profile(prof)
     kinds = [k for k in predictor_kinds() if features.lut is not None or not k.startswith("lut")]
     cfg = FitConfig(folds=args.folds, seed=args.seed)
     t0 = time.perf_counter()
@@ -111,7 +117,7 @@ def bench_profile(path: Path, args: argparse.Namespace) -> dict:
 
 def bench_active(path: Path, args: argparse.Namespace, plots: Path) -> tuple[str, list[dict]]:
     prof = read_profile(path).without_noisy()
-    features = predictor_features(prof)
+    features = features_for_profile(prof)
     _, held = split_rows(len(prof.rows), 60 / len(prof.rows), args.seed)
     sizes = list(range(args.active_start, len(prof.rows) - len(held) + 1, args.active_step))
     curves = []

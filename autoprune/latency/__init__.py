@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from autoprune.latency._onnx import to_onnx
 from autoprune.latency.backends import LatencyBackend, Session, get_backend, list_backends, register_backend
-from autoprune.latency.compare import measure_interleaved, measure_widths
+from autoprune.latency.compare import (
+    Timing,
+    measure_interleaved,
+    measure_widths,
+    time_interleaved,
+    time_widths,
+)
 from autoprune.latency.compat import check_same_run, difference, mismatch
 from autoprune.latency.fingerprint import device_identity
 from autoprune.latency.lut import LatencyTable, lut_path, profile_lut, read_lut
@@ -27,6 +33,7 @@ __all__ = [
     "LatencyTable",
     "Profile",
     "Session",
+    "Timing",
     "boundary_plan",
     "check_same_run",
     "cuda_index",
@@ -49,5 +56,7 @@ __all__ = [
     "read_profile",
     "register_backend",
     "sidecar_path",
+    "time_interleaved",
+    "time_widths",
     "to_onnx",
 ]

@@ -9,6 +9,7 @@ from autoprune.predictor import lpnet as _lpnet  # noqa: F401
 from autoprune.predictor import baselines as _baselines  # noqa: F401
 
 # isort: on
+from autoprune.predictor._for_profile import features_for_profile
 from autoprune.predictor.active import ActiveAcquirer, acquisition_scores, active_curve
 from autoprune.predictor.base import LatencyPredictor, make_predictor, predictor_kinds
 from autoprune.predictor.evaluate import Comparison, compare
@@ -26,6 +27,7 @@ __all__ = [
     "acquisition_scores",
     "active_curve",
     "compare",
+    "features_for_profile",
     "latency_metrics",
     "layers_of",
     "make_predictor",

@@ -20,9 +20,10 @@ class ModelSummary:
     accuracy: float
     params: int
     macs: int
+    test_accuracy: float | None = None  # scored once, on the final model only
 
 
-HEADER = ["model", "median ms", "speed-up", "val accuracy", "params", "MACs", "budget met"]
+HEADER = ["model", "median ms", "speed-up", "val accuracy", "test accuracy", "params", "MACs", "budget met"]
 
 
 def comparison_rows(dense: ModelSummary, pruned: ModelSummary, budget_ms: float) -> list[list[str]]:
@@ -34,6 +35,7 @@ def comparison_rows(dense: ModelSummary, pruned: ModelSummary, budget_ms: float)
                 f"{m.latency_ms:.4f}",
                 f"{dense.latency_ms / m.latency_ms:.2f}x",
                 f"{100 * m.accuracy:.2f} %",
+                "-" if m.test_accuracy is None else f"{100 * m.test_accuracy:.2f} %",
                 f"{m.params / 1e6:.3f} M",
                 f"{m.macs / 1e6:.2f} M",
                 "yes" if m.latency_ms <= budget_ms else "no",

@@ -1,24 +1,66 @@
-"""Search for per-group widths under a latency budget: space, Optuna strategy, criteria, finalists."""
+"""Search for per-group widths under a latency budget: the width grid, the budget, the strategies
+(``get_strategy``), the importance criteria and the finalists measured on the device."""
 
 from __future__ import annotations
 
-from autoprune.search.criteria import channel_scores, get_criterion, list_criteria, register_criterion
-from autoprune.search.finalists import Measured, check_budget, select_by_measurement
-from autoprune.search.optuna_strategy import Candidate, open_study, ranked_candidates, run_search
+from autoprune.search.budget import check_budget, margin_for, record_budget, resolve_budget, within_budget
+from autoprune.search.criteria import (
+    Criterion,
+    channel_scores,
+    get_criterion,
+    list_criteria,
+    register_criterion,
+)
+from autoprune.search.finalists import Measured, select_by_measurement
+from autoprune.search.run import run_strategy
 from autoprune.search.space import WidthSpace, space_for
+from autoprune.search.strategies import (
+    SearchProblem,
+    SearchStrategy,
+    StudySettings,
+    get_strategy,
+    list_strategies,
+    register_strategy,
+    strategy_class,
+)
+from autoprune.search.study import (
+    Candidate,
+    Evaluate,
+    Report,
+    finished,
+    is_feasible,
+    open_study,
+    ranked_candidates,
+)
 
 __all__ = [
     "Candidate",
+    "Criterion",
+    "Evaluate",
     "Measured",
+    "Report",
+    "SearchProblem",
+    "SearchStrategy",
+    "StudySettings",
     "WidthSpace",
     "channel_scores",
     "check_budget",
+    "finished",
     "get_criterion",
+    "get_strategy",
+    "is_feasible",
     "list_criteria",
+    "list_strategies",
+    "margin_for",
     "open_study",
     "ranked_candidates",
+    "record_budget",
     "register_criterion",
-    "run_search",
+    "register_strategy",
+    "resolve_budget",
+    "run_strategy",
     "select_by_measurement",
     "space_for",
+    "strategy_class",
+    "within_budget",
 ]

@@ -1,4 +1,5 @@
-"""The budget is met by measurement: finalists are timed on the real backend, best accuracy first."""
+"""The budget is met by measurement: finalists are timed on the real backend, in the strategy's order
+(most accurate first), and accepted only with a margin for measurement noise."""
 
 from __future__ import annotations
 
@@ -7,47 +8,45 @@ from dataclasses import dataclass
 
 from autoprune.errors import BudgetError
 from autoprune.graph import Widths
-from autoprune.search.optuna_strategy import Candidate
+from autoprune.latency import Timing
+from autoprune.search.budget import margin_for, within_budget
+from autoprune.search.study import Candidate
 
 
 @dataclass(frozen=True)
 class Measured:
     candidate: Candidate
     measured_ms: float
+    spread: float  # max/min of the interleaved repeats
+    margin: float  # the fraction the measurement had to stay under the budget by
     within_budget: bool
-
-
-def check_budget(budget_ms: float, *, fastest_ms: float) -> None:
-    """Reject up front a budget below the fastest network of the search space."""
-    if budget_ms < fastest_ms:
-        raise BudgetError(
-            f"budget {budget_ms:.4g} ms is below the fastest network in the search space "
-            f"({fastest_ms:.4g} ms, the narrowest): raise the budget to at least {fastest_ms:.4g} ms"
-        )
 
 
 def select_by_measurement(
     candidates: Sequence[Candidate],
     *,
-    measure: Callable[[list[Widths]], list[float]],
+    measure: Callable[[list[Widths]], list[Timing]],
     budget_ms: float,
     finalists: int,
+    tolerance: float,
     max_rounds: int = 3,
 ) -> tuple[Measured, list[Measured]]:
-    """Measure candidates ``finalists`` at a time, most accurate first; return the most accurate one
-    that measures within budget, and every measurement taken."""
+    """Measure candidates ``finalists`` at a time in ranked order; return the first (best-ranked) one
+    whose measurement is within budget by its margin, and every measurement taken."""
     measured: list[Measured] = []
     for start in range(0, min(len(candidates), finalists * max_rounds), finalists):
         batch = list(candidates[start : start + finalists])
-        for cand, ms in zip(batch, measure([c.widths for c in batch]), strict=True):
-            measured.append(Measured(cand, ms, ms <= budget_ms))
+        for cand, t in zip(batch, measure([c.widths for c in batch]), strict=True):
+            margin = margin_for(t.spread, tolerance=tolerance)
+            ok = within_budget(t.median_ms, budget_ms, margin=margin)
+            measured.append(Measured(cand, t.median_ms, t.spread, margin, ok))
         fits = [m for m in measured if m.within_budget]
         if fits:
-            return max(fits, key=lambda m: m.candidate.accuracy), measured
+            return fits[0], measured
     fastest = min(measured, key=lambda m: m.measured_ms)
     raise BudgetError(
-        f"none of {len(measured)} finalists measured within {budget_ms:.4g} ms "
-        f"(fastest {fastest.measured_ms:.4g} ms, "
+        f"none of {len(measured)} finalists measured within {budget_ms:.4g} ms with the noise margin "
+        f"(fastest {fastest.measured_ms:.4g} ms, margin {100 * fastest.margin:.1f} %, "
         f"predicted {fastest.candidate.predicted_ms:.4g} ms): "
         "profile more networks near the budget, or raise it"
     )

@@ -5,13 +5,16 @@ import pytest
 
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import ChannelGroup
+from autoprune.latency import Timing
 from autoprune.search import (
+    Candidate,
     WidthSpace,
     check_budget,
-    open_study,
-    ranked_candidates,
-    run_search,
+    margin_for,
+    record_budget,
+    resolve_budget,
     select_by_measurement,
+    within_budget,
 )
 
 GROUPS = tuple(ChannelGroup(n, c, ()) for n, c in [("a", 16), ("b", 32), ("c", 64), ("d", 12)])
@@ -21,17 +24,6 @@ SPACE = WidthSpace(GROUPS, min_ratio=0.25)
 def cost(widths: dict[str, int]) -> float:
     """A stand-in latency law (ms): grows with every group's kept fraction."""
     return sum(w / g.channels for g, w in zip(GROUPS, widths.values(), strict=True))
-
-
-def accuracy(widths: dict[str, int]) -> float:
-    """A stand-in accuracy: wider is better, so the best feasible network sits at the budget."""
-    return sum(widths.values()) / sum(g.channels for g in GROUPS)
-
-
-def _search(tmp_path, budget: float, trials: int, name: str = "s") -> optuna.Study:  # type: ignore[no-untyped-def]
-    study = open_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name, seed=0, trials=trials)
-    run_search(study, SPACE, evaluate=accuracy, predict_ms=cost, budget_ms=budget, trials=trials)
-    return study
 
 
 def test_space_choices_follow_the_rounding_grid() -> None:
@@ -61,39 +53,63 @@ def test_space_parameters_are_indices_into_the_choices() -> None:
         odd.widths({"w:e": 3, "w:f": 0})
 
 
-def test_chosen_widths_satisfy_the_constraint(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    budget = 2.4
-    study = _search(tmp_path, budget, trials=25)
-    candidates = ranked_candidates(study, SPACE)
-    assert candidates, "the search found no feasible network"
-    assert all(cost(c.widths) <= budget for c in candidates)
-    assert candidates == sorted(candidates, key=lambda c: -c.accuracy)
-    # Infeasible trials exist (the sampler explores) but are never candidates.
-    infeasible = [t for t in study.trials if t.constraints["latency"] > 0]
-    assert all(t.number not in {c.trial for c in candidates} for t in infeasible)
+CANDIDATES = [
+    Candidate(SPACE.uniform(r), cost(SPACE.uniform(r)), 1 - i / 10, i)
+    for i, r in enumerate((0.9, 0.7, 0.5, 0.3))
+]
 
 
-def test_rerun_resumes_the_study_and_refuses_another_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _search(tmp_path, 2.4, trials=6)
-    study = _search(tmp_path, 2.4, trials=9)
-    assert len(study.trials) == 9
-    with pytest.raises(ConfigError, match="budget"):
-        _search(tmp_path, 1.5, trials=10)
+def exact(ws: list[dict[str, int]]) -> list[Timing]:
+    return [Timing(cost(w), 1.0) for w in ws]
 
 
-def test_finalists_are_chosen_by_measurement(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    candidates = ranked_candidates(_search(tmp_path, 2.4, trials=15), SPACE)
-    # The real device is slower than predicted for the most accurate candidate only.
-    slow = candidates[0].widths
+def test_finalists_are_chosen_by_measurement_in_ranked_order() -> None:
+    slow = CANDIDATES[0].widths  # the device is slower than predicted for the best-ranked one only
 
-    def measure(ws: list[dict[str, int]]) -> list[float]:
-        return [cost(w) * (2 if w == slow else 1) for w in ws]
+    def measure(ws: list[dict[str, int]]) -> list[Timing]:
+        return [Timing(cost(w) * (2 if w == slow else 1), 1.0) for w in ws]
 
-    chosen, measured = select_by_measurement(candidates, measure=measure, budget_ms=2.4, finalists=3)
-    assert chosen.within_budget and chosen.measured_ms <= 2.4 and chosen.candidate.widths != slow
-    assert measured[0].candidate.widths == slow and not measured[0].within_budget
+    budget = CANDIDATES[0].predicted_ms
+    chosen, measured = select_by_measurement(
+        CANDIDATES, measure=measure, budget_ms=budget, finalists=2, tolerance=0.0
+    )
+    assert chosen.candidate is CANDIDATES[1] and chosen.within_budget
+    assert measured[0].candidate is CANDIDATES[0] and not measured[0].within_budget
     with pytest.raises(BudgetError, match="none of"):
-        select_by_measurement(candidates, measure=lambda ws: [99.0] * len(ws), budget_ms=2.4, finalists=2)
+        select_by_measurement(
+            CANDIDATES, measure=lambda ws: [Timing(99.0, 1.0)] * len(ws), budget_ms=budget, finalists=2,
+            tolerance=0.0,
+        )  # fmt: skip
+
+
+def test_a_finalist_at_the_budgets_edge_needs_the_noise_margin() -> None:
+    at_edge = CANDIDATES[1].predicted_ms  # measures exactly at the budget
+    chosen, measured = select_by_measurement(
+        CANDIDATES[1:], measure=exact, budget_ms=at_edge, finalists=1, tolerance=0.03
+    )
+    assert not measured[0].within_budget and chosen.candidate is CANDIDATES[2]
+    # A noisy measurement needs more than the tolerance: its own spread.
+    assert margin_for(1.10, tolerance=0.03) == pytest.approx(0.10)
+    assert margin_for(1.01, tolerance=0.03) == pytest.approx(0.03)
+    assert within_budget(1.0, 1.05, margin=0.03) and not within_budget(1.0, 1.05, margin=0.06)
+
+
+def test_budget_is_recorded_once_and_a_rerun_keeps_or_refuses_it() -> None:
+    study = optuna.create_study(direction="maximize")
+    measured = []
+
+    def dense() -> float:
+        measured.append(1)
+        return 2.0 + len(measured)  # a new measurement would differ each time
+
+    first = resolve_budget(study, budget_ms=None, budget_ratio=0.5, measure_dense=dense)
+    assert record_budget(study, first, strategy="optuna")
+    again = resolve_budget(study, budget_ms=None, budget_ratio=0.5, measure_dense=dense)
+    assert again == first and len(measured) == 1 and not record_budget(study, again, strategy="optuna")
+    with pytest.raises(ConfigError, match="budget"):
+        record_budget(study, first * 0.9, strategy="optuna")
+    with pytest.raises(ConfigError, match="strategy"):
+        record_budget(study, first, strategy="knapsack")
 
 
 def test_budget_below_the_fastest_network_is_rejected() -> None:

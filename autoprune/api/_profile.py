@@ -1,0 +1,85 @@
+"""``autoprune profile``: measure sub-networks on this device (and its lookup table)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoprune._console import Reporter
+from autoprune.config import ProtocolConfig, SamplingConfig
+from autoprune.errors import ConfigError
+from autoprune.graph import ChannelGraph
+from autoprune.latency import Profile, default_profile_path, get_backend, lut_path, profile_lut, profile_model
+from autoprune.models import check_forward, load_model
+from autoprune.predictor import ActiveAcquirer, Features, layers_of
+
+_SILENT = Reporter()
+
+
+def profile(
+    model: str,
+    *,
+    out: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    num_classes: int | None = None,
+    input_shape: Sequence[int] = (1, 3, 32, 32),
+    backend: str = "onnxruntime",
+    backend_options: dict[str, Any] | None = None,
+    sampling: SamplingConfig = SamplingConfig(),
+    protocol: ProtocolConfig = ProtocolConfig(),
+    lut_grid: int | None = None,
+    active: bool = False,
+    budget_ms: float | None = None,
+    active_initial: int = 20,
+    active_batch: int = 10,
+    profiles_dir: str | Path = "latency_profiles",
+    reporter: Reporter = _SILENT,
+) -> Profile:
+    """Measure sub-networks of ``model`` on this machine and append them to the profile ``out``
+    (default: under ``profiles_dir``, see :func:`autoprune.latency.default_profile_path`). With
+    ``lut_grid``, also measure the per-layer lookup table beside it (``<profile>.lut.parquet``).
+    With ``active``, the planned networks stop after ``active_initial``; the rest are chosen
+    ``active_batch`` at a time where an LPNet ensemble fit on what is measured disagrees most (near
+    ``budget_ms`` when given)."""
+    if budget_ms is not None and not active:
+        raise ConfigError("--budget-ms steers active profiling: add --active, or drop --budget-ms")
+    net, classes = load_model(model, checkpoint=checkpoint, num_classes=num_classes)
+    check_forward(net, model, input_shape)
+    timer = get_backend(backend, **(backend_options or {}))
+    acquire: ActiveAcquirer | None = None
+    if active:
+        groups = ChannelGraph(copy.deepcopy(net), torch.zeros(1, *input_shape[1:])).groups
+        features = Features(groups, layers_of(net, input_shape, groups))
+        acquire = ActiveAcquirer(features, budget_ms=budget_ms, batch=active_batch, seed=sampling.seed)
+    if out is None:
+        out = default_profile_path(profiles_dir, model=model, backend=timer, input_shape=input_shape)
+    prof = profile_model(
+        net,
+        model_spec=model,
+        num_classes=classes,
+        input_shape=input_shape,
+        backend=timer,
+        sampling=sampling,
+        protocol=protocol,
+        out=out,
+        on_sample=reporter.task(f"profile {model}"),
+        acquire=acquire,
+        initial=active_initial,
+    )
+    if lut_grid is not None:
+        profile_lut(
+            net,
+            model_spec=model,
+            input_shape=input_shape,
+            backend=timer,
+            protocol=protocol,
+            sampling=sampling,
+            out=lut_path(prof.path),
+            grid=lut_grid,
+            on_sample=reporter.task(f"lookup table {model}"),
+        )
+    return prof

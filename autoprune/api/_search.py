@@ -1,0 +1,221 @@
+"""``autoprune search``: the strategy proposes networks under the budget, the finalists are measured on
+the device, and the chosen one is fine-tuned, scored once on the test split and saved."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune import training
+from autoprune._console import Reporter
+from autoprune.api._search_report import SearchRecord, write_search_outputs
+from autoprune.config import ProtocolConfig, SearchConfig
+from autoprune.data import DatasetSplits, load_dataset
+from autoprune.errors import ConfigError
+from autoprune.graph import ChannelGraph, Widths, count_macs_params, dense_widths
+from autoprune.latency import Timing, get_backend, time_widths
+from autoprune.models import load_model
+from autoprune.predictor import LatencyPredictor
+from autoprune.prune import calibration_batches, prune_model, recalibrate_bn, save_pruned
+from autoprune.report import ModelSummary, TrialPoint
+from autoprune.rundir import claim_run_dir
+from autoprune.search import (
+    Report,
+    SearchProblem,
+    channel_scores,
+    check_budget,
+    get_criterion,
+    open_study,
+    resolve_budget,
+    run_strategy,
+    select_by_measurement,
+    space_for,
+    strategy_class,
+)
+
+_SILENT = Reporter()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    budget_ms: float
+    dense: ModelSummary
+    pruned: ModelSummary
+    widths: dict[str, int]
+    finalists: list[dict[str, Any]]
+    pareto_front: list[TrialPoint] = field(default_factory=list)  # feasible trials, fastest first
+    sections: dict[str, str] = field(default_factory=dict)
+
+
+def _predictor(
+    path: str | Path, confidence: float | None
+) -> tuple[LatencyPredictor, Callable[[Widths], float]]:
+    lp = LatencyPredictor.load(path)
+    if confidence is None:
+        return lp, lp.predict
+    if not lp.has_spread:
+        raise ConfigError(
+            f"--budget-confidence needs an ensemble's spread; '{path}' is a {lp.kind} predictor: "
+            "fit with --predictor lpnet"
+        )
+    return lp, lambda w: lp.predict_upper(w, confidence)
+
+
+def search(
+    model: str,
+    *,
+    checkpoint: str | Path,
+    data: str,
+    predictor: str | Path,
+    out: str | Path,
+    config: SearchConfig,
+    storage: str | None = None,
+    study: str = "autoprune",
+    image_size: int = 32,
+    reporter: Reporter = _SILENT,
+) -> SearchResult:
+    """Search widths under the budget with ``config.strategy``, keep the best-ranked finalist that
+    *measures* within it (with a noise margin), fine-tune it and save it to ``out/pruned.pt``.
+    Rerunning the same command resumes the study."""
+    run_dir = Path(out)
+    strategy = strategy_class(config.strategy).from_config(config)  # unknown names fail before any work
+    get_criterion(config.criterion)
+    ds = load_dataset(data, image_size=image_size)
+    lp, predict_ms = _predictor(predictor, config.budget_confidence)
+    net, classes = load_model(model, checkpoint=checkpoint, num_classes=ds.num_classes)
+    input_shape = list(lp.meta["input_shape"])
+    if list(ds.input_shape) != input_shape[1:]:
+        raise ConfigError(
+            f"the profile measured inputs of {input_shape[1:]} but {data} gives {list(ds.input_shape)}: "
+            "pass --image-size to match, or profile at this size"
+        )
+    example = torch.zeros(1, *input_shape[1:])
+    groups = ChannelGraph(copy.deepcopy(net), example).groups
+    lp.check_model(groups, model)
+    backend = get_backend(lp.meta["backend"], **lp.meta["backend_settings"])
+    lp.check_device(backend.fingerprint())
+    protocol = ProtocolConfig.from_dict(lp.meta["protocol"])
+    space = space_for(groups, lp.meta["sampling"])
+    claim_run_dir(
+        run_dir,
+        "search",
+        {"model": model, "checkpoint": str(checkpoint), "data": data, "predictor": str(predictor),
+         "search": config.to_dict()},
+    )  # fmt: skip
+    dense_w = dense_widths(groups)
+    dense_ms: list[float] = []  # every dense timing, interleaved with the candidates of its batch
+
+    def measure(widths_list: list[Widths]) -> list[Timing]:
+        """Candidates timed interleaved with the dense network; the dense time is kept for the report."""
+        timings = time_widths(
+            net, [dense_w, *widths_list], backend=backend, input_shape=input_shape, protocol=protocol
+        )
+        dense_ms.append(timings[0].median_ms)
+        return timings[1:]
+
+    settings = strategy.study_settings(seed=config.seed, trials=config.trials)
+    opt_study = open_study(
+        storage=storage or f"sqlite:///{run_dir / 'study.db'}",
+        study_name=study,
+        sampler=settings.sampler,
+        directions=settings.directions,
+        pruner=settings.pruner,
+    )
+    budget_ms = resolve_budget(
+        opt_study,
+        budget_ms=config.budget_ms,
+        budget_ratio=config.budget_ratio,
+        measure_dense=lambda: (measure([]), dense_ms[-1])[1],
+    )
+    check_budget(budget_ms, fastest_ms=float(lp.meta.get("narrowest_ms") or lp.predict(space.narrowest())))
+    batches = calibration_batches(ds.train, count=config.calibration_batches, seed=config.seed)
+    scores = channel_scores(net, example, config.criterion, batches=batches)
+
+    def prune(widths: Widths) -> Any:
+        p = prune_model(
+            net, widths=widths, model_spec=model, num_classes=classes, input_shape=input_shape,
+            criterion=config.criterion, scores=scores,
+        )  # fmt: skip
+        recalibrate_bn(p.module, batches)
+        return p
+
+    def evaluate(widths: Widths, report: Report | None) -> float:
+        """Prune, recalibrate BatchNorm, (report,) fine-tune briefly, score on validation."""
+        module = prune(widths).module
+        if report is not None:
+            report(0, training.evaluate(module, ds.val))
+        training.train(module, ds.train, epochs=config.finetune_epochs, lr=config.lr, seed=config.seed)
+        return training.evaluate(module, ds.val)
+
+    tolerance = protocol.max_deviation if config.margin is None else config.margin
+    problem = SearchProblem(
+        space=space,
+        budget_ms=budget_ms,
+        predict_ms=predict_ms,
+        evaluate=evaluate,
+        measure=measure,
+        macs=lambda w: float(lp.features.macs([w])[0]),
+        scores=scores,
+        tolerance=tolerance,
+        seed=config.seed,
+    )
+    candidates = run_strategy(
+        strategy, problem, study=opt_study, trials=config.trials, on_trial=reporter.task("search trials")
+    )
+    chosen, measured = select_by_measurement(
+        candidates, measure=measure, budget_ms=budget_ms, finalists=config.finalists, tolerance=tolerance
+    )
+    reporter.log(
+        f"chosen finalist: {chosen.measured_ms:.4f} ms measured, needed a margin of "
+        f"{100 * chosen.margin:.1f} % (budget {budget_ms:.4f} ms)"
+    )
+    pruned = prune(chosen.candidate.widths)
+    training.train(
+        pruned.module,
+        ds.train,
+        epochs=config.final_epochs,
+        lr=config.lr,
+        seed=config.seed,
+        teacher=net if config.distill else None,
+        on_step=reporter.task("fine-tune winner"),
+    )
+    dense = _summary("dense", net, ds, dense_ms[-1], example)
+    final = _summary("pruned", pruned.module, ds, chosen.measured_ms, example)
+    pruned.meta = {
+        "budget_ms": budget_ms,
+        "measured_ms": chosen.measured_ms,
+        "margin": chosen.margin,
+        "dense_ms": dense.latency_ms,
+        "val_accuracy": final.accuracy,
+        "test_accuracy": final.test_accuracy,
+        "strategy": strategy.name,
+        "backend": lp.meta["backend"],
+        "precision": lp.meta.get("precision", "fp32"),
+        "backend_settings": lp.meta["backend_settings"],
+        "device": lp.meta["device"],
+    }
+    save_pruned(run_dir / "pruned.pt", pruned)
+    record = SearchRecord(
+        model=model, data=data, strategy=strategy.name, budget_ms=budget_ms, dense=dense, pruned=final,
+        dense_widths=dense_w, widths=pruned.widths, chosen=chosen, measured=measured,
+        study=opt_study, space=space, margin_floor=tolerance,
+    )  # fmt: skip
+    finalists, front, sections = write_search_outputs(run_dir, record)
+    return SearchResult(run_dir, budget_ms, dense, final, pruned.widths, finalists, front, sections)
+
+
+def _summary(
+    name: str, net: nn.Module, ds: DatasetSplits, latency_ms: float, example: torch.Tensor
+) -> ModelSummary:
+    """Validation and test accuracy (the test split is scored here, once per final model)."""
+    macs, params = count_macs_params(net, example)
+    return ModelSummary(
+        name, latency_ms, training.evaluate(net, ds.val), params, macs, training.evaluate(net, ds.test)
+    )

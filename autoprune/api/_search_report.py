@@ -1,0 +1,148 @@
+"""What a search leaves in its run directory: ``search.json``, ``report.md`` and its two plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autoprune._io import write_json
+from autoprune.graph import Widths
+from autoprune.report import (
+    ModelSummary,
+    TrialPoint,
+    markdown_table,
+    pareto_front,
+    pareto_plot,
+    trials_table,
+    widths_plot,
+    write_report,
+)
+from autoprune.search import Measured, WidthSpace, finished, is_feasible
+from autoprune.search.study import accuracy_of
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    model: str
+    data: str
+    strategy: str
+    budget_ms: float
+    dense: ModelSummary
+    pruned: ModelSummary
+    dense_widths: Widths
+    widths: Widths
+    chosen: Measured
+    measured: list[Measured]
+    study: optuna.Study
+    space: WidthSpace
+    margin_floor: float
+
+
+def finalist_row(m: Measured, chosen: Measured) -> dict[str, Any]:
+    return {
+        "trial": m.candidate.trial,
+        "val_accuracy_after_short_finetune": m.candidate.accuracy,
+        "predicted_ms": m.candidate.predicted_ms,
+        "measured_ms": m.measured_ms,
+        "spread": m.spread,
+        "margin": m.margin,
+        "within_budget": m.within_budget,
+        "chosen": m is chosen,
+    }
+
+
+def trial_points(r: SearchRecord) -> list[TrialPoint]:
+    """Every finished trial, plus the finalists of a strategy that trains no trials."""
+    measured = {m.candidate.trial: m for m in r.measured if m.candidate.trial is not None}
+    points = []
+    for t in finished(r.study):
+        m = measured.get(t.number)
+        trained = t.state == optuna.trial.TrialState.COMPLETE and bool(t.user_attrs.get("evaluated"))
+        points.append(
+            TrialPoint(
+                t.number,
+                float(t.user_attrs["predicted_ms"]),
+                accuracy_of(t) if trained else None,
+                is_feasible(t),
+                m.measured_ms if m else None,
+                m is r.chosen,
+            )
+        )
+    for i, m in enumerate(x for x in r.measured if x.candidate.trial is None):
+        points.append(TrialPoint(-1 - i, m.candidate.predicted_ms, None, True, m.measured_ms, m is r.chosen))
+    return points
+
+
+def write_search_outputs(
+    run_dir: Path, r: SearchRecord
+) -> tuple[list[dict[str, Any]], list[TrialPoint], dict[str, str]]:
+    """Write ``search.json`` and ``report.md`` (with the Pareto and widths plots); return the finalist
+    rows, the Pareto front of the feasible trials and the report's sections."""
+    finalists = [finalist_row(m, r.chosen) for m in r.measured]
+    points = trial_points(r)
+    front = pareto_front(p for p in points if p.feasible)
+    write_json(
+        run_dir / "search.json",
+        {
+            "strategy": r.strategy,
+            "budget_ms": r.budget_ms,
+            "margin": r.chosen.margin,
+            "dense": r.dense.__dict__,
+            "pruned": r.pruned.__dict__,
+            "widths": r.widths,
+            "finalists": finalists,
+            "trials": len(r.study.trials),
+            "pareto_front": [p.__dict__ for p in front],
+            "study": r.study.study_name,
+        },
+    )
+    title = f"{r.model} on {r.data}, {r.strategy}"
+    pareto_plot(run_dir / "pareto.png", points, budget_ms=r.budget_ms, title=title)
+    widths_plot(run_dir / "widths.png", r.dense_widths, r.widths, title=f"{r.model}: kept channels per group")
+    sections = {"Search": _search_section(r, finalists, len(points)), "Trials": _trials_section(r, points)}
+    write_report(
+        run_dir / "report.md",
+        title=f"autoprune: {title}",
+        dense=r.dense,
+        pruned=r.pruned,
+        budget_ms=r.budget_ms,
+        sections=sections,
+    )
+    return finalists, front, sections
+
+
+def _search_section(r: SearchRecord, finalists: list[dict[str, Any]], n_points: int) -> str:
+    rows = [
+        [
+            "-" if f["trial"] is None else str(f["trial"]),
+            "-" if f["val_accuracy_after_short_finetune"] is None
+            else f"{100 * f['val_accuracy_after_short_finetune']:.2f} %",
+            f"{f['predicted_ms']:.4f}", f"{f['measured_ms']:.4f}", f"{100 * (f['spread'] - 1):.1f} %",
+            f"{100 * f['margin']:.1f} %", "yes" if f["within_budget"] else "no", "✓" if f["chosen"] else "",
+        ]
+        for f in finalists
+    ]  # fmt: skip
+    table = markdown_table(
+        ["trial", "accuracy (short fine-tune)", "predicted ms", "measured ms", "spread", "margin",
+         "within budget", "chosen"], rows,
+    )  # fmt: skip
+    return (
+        f"Strategy `{r.strategy}`, Optuna study `{r.study.study_name}` ({len(r.study.trials)} trials; "
+        f"open it with `optuna-dashboard sqlite:///{Path('<run dir>') / 'study.db'}`).\n\n"
+        f"Finalists, measured interleaved with the dense network. A finalist is within budget when "
+        f"its median × (1 + margin) ≤ {r.budget_ms:.4f} ms; the margin is the larger of "
+        f"{100 * r.margin_floor:.1f} % (the protocol's tolerance, or --margin) and the spread of its "
+        f"repeated timings. The chosen network needed a margin of {100 * r.chosen.margin:.1f} %.\n\n"
+        f"{table}\n\n![Pareto plot](pareto.png)\n\n![widths](widths.png)\n"
+    )
+
+
+def _trials_section(r: SearchRecord, points: list[TrialPoint]) -> str:
+    if not any(p.accuracy is not None for p in points):
+        return (
+            f"Strategy `{r.strategy}` trains no trial networks: its candidates are ranked by the strategy.\n"
+        )
+    return trials_table(points, top=10, budget_ms=r.budget_ms) + "\n"

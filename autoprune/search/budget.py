@@ -1,0 +1,73 @@
+"""The latency budget's one owner: resolve it (ms, or a ratio of the dense latency), record it on the
+study so a resumed search keeps it, refuse a different one, and judge a measurement against it with a
+margin for measurement noise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+
+from autoprune.errors import BudgetError, ConfigError
+
+
+def resolve_budget(
+    study: optuna.Study,
+    *,
+    budget_ms: float | None,
+    budget_ratio: float | None,
+    measure_dense: Callable[[], float],
+) -> float:
+    """The budget in ms. A ratio is taken of the dense latency measured when the study began, and is
+    recorded in the study, so a resumed search keeps its budget although a new measurement would differ."""
+    if budget_ms is not None:
+        return float(budget_ms)
+    ratio = float(budget_ratio or 1.0)
+    attrs = study.user_attrs
+    if attrs.get("budget_ratio") == ratio and "budget_ms" in attrs:
+        return float(attrs["budget_ms"])
+    if "budget_ms" not in attrs:  # a new study: record_budget fixes its budget
+        study.set_user_attr("budget_ratio", ratio)
+    return ratio * measure_dense()
+
+
+def record_budget(study: optuna.Study, budget_ms: float, *, strategy: str) -> bool:
+    """Fix the study's budget and strategy on its first run; refuse a rerun with other ones. Returns
+    True when the study is new."""
+    recorded = study.user_attrs.get("budget_ms")
+    if recorded is None:
+        study.set_user_attr("budget_ms", float(budget_ms))
+        study.set_user_attr("strategy", strategy)
+        return True
+    if abs(float(recorded) - budget_ms) > 1e-9 * max(1.0, budget_ms):
+        raise ConfigError(
+            f"study '{study.study_name}' was run with a budget of {recorded:.4g} ms, not {budget_ms:.4g} ms: "
+            "pass --study NEW_NAME (or a new --out) for a new search"
+        )
+    ran = study.user_attrs.get("strategy", strategy)
+    if ran != strategy:
+        raise ConfigError(
+            f"study '{study.study_name}' was run with --strategy {ran}, not {strategy}: "
+            "pass --study NEW_NAME (or a new --out) for a new search"
+        )
+    return False
+
+
+def check_budget(budget_ms: float, *, fastest_ms: float) -> None:
+    """Reject up front a budget below the fastest network of the search space."""
+    if budget_ms < fastest_ms:
+        raise BudgetError(
+            f"budget {budget_ms:.4g} ms is below the fastest network in the search space "
+            f"({fastest_ms:.4g} ms, the narrowest): raise the budget to at least {fastest_ms:.4g} ms"
+        )
+
+
+def margin_for(spread: float, *, tolerance: float) -> float:
+    """The fraction a measurement must stay under the budget by: the larger of the protocol's tolerance
+    and the spread this network showed across its interleaved repeats (``spread`` = max/min of the
+    repeats' medians), so an independent re-timing of a network accepted at the budget's edge agrees."""
+    return max(float(tolerance), float(spread) - 1.0)
+
+
+def within_budget(measured_ms: float, budget_ms: float, *, margin: float) -> bool:
+    return measured_ms * (1.0 + margin) <= budget_ms

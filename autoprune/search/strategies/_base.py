@@ -1,0 +1,111 @@
+"""The strategy plug-in kind: a small ABC, the problem every strategy is given, and a name registry."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import optuna
+from torch import Tensor
+
+from autoprune.config import SearchConfig
+from autoprune.errors import ConfigError
+from autoprune.graph import Widths
+from autoprune.latency import Timing
+from autoprune.search.space import WidthSpace
+from autoprune.search.study import Candidate, Evaluate
+
+
+@dataclass(frozen=True)
+class SearchProblem:
+    """What a strategy searches with: the width grid, the budget and every way to judge a network."""
+
+    space: WidthSpace
+    budget_ms: float
+    predict_ms: Callable[[Widths], float]  # the latency predictor (or its upper confidence bound)
+    evaluate: Evaluate  # validation accuracy after recovery and a short fine-tune
+    measure: Callable[[list[Widths]], list[Timing]]  # the real device, interleaved
+    macs: Callable[[Widths], float]
+    scores: Mapping[str, Tensor]  # channel importance per group (the criterion on the dense network)
+    tolerance: float = 0.03  # the protocol's tolerance: the least margin a measurement needs
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """How a strategy's Optuna study is created: sampler, directions and pruner."""
+
+    sampler: optuna.samplers.BaseSampler
+    directions: tuple[str, ...] = ("maximize",)
+    pruner: optuna.pruners.BasePruner | None = None
+
+
+class SearchStrategy(ABC):
+    """Finds networks within the budget and ranks them, most preferred first. Everything it trains is
+    recorded as a trial of ``study``, so a rerun resumes it; the budget is recorded by ``run_strategy``."""
+
+    name: ClassVar[str]
+    evaluates: ClassVar[bool] = True  # trains networks while searching (per-trial accuracy)
+    measures: ClassVar[bool] = False  # times networks on the device while searching
+
+    @classmethod
+    def from_config(cls, config: SearchConfig) -> SearchStrategy:
+        """The strategy as ``autoprune search`` configures it (a strategy with options overrides this)."""
+        if config.objectives != 1:
+            raise ConfigError(
+                f"--objectives {config.objectives}: strategy '{cls.name}' has one objective; "
+                "use --strategy optuna or flops"
+            )
+        return cls()
+
+    def study_settings(self, *, seed: int, trials: int) -> StudySettings:
+        return StudySettings(optuna.samplers.RandomSampler(seed=seed))
+
+    @abstractmethod
+    def run(
+        self,
+        problem: SearchProblem,
+        *,
+        study: optuna.Study,
+        trials: int,
+        on_trial: Callable[[int, int], None] | None = None,
+    ) -> list[Candidate]:
+        """Ranked candidates, each on the grid and predicted (or measured) within the budget."""
+
+
+_BUILTIN = {
+    "optuna": "autoprune.search.strategies.optuna_tpe",
+    "flops": "autoprune.search.strategies.flops",
+    "knapsack": "autoprune.search.strategies.knapsack",
+    "uniform": "autoprune.search.strategies.uniform",
+}
+_REGISTRY: dict[str, type[SearchStrategy]] = {}
+
+
+def register_strategy(cls: type[SearchStrategy]) -> type[SearchStrategy]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_strategies() -> list[str]:
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
+
+
+def strategy_class(name: str) -> type[SearchStrategy]:
+    """The strategy registered as ``name`` (imported on first use)."""
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown search strategy '{name}': use one of {', '.join(list_strategies())}")
+    return _REGISTRY[name]
+
+
+def get_strategy(name: str, **options: Any) -> SearchStrategy:
+    """The strategy ``name`` built with its own keyword options."""
+    try:
+        return strategy_class(name)(**options)
+    except TypeError as exc:
+        raise ConfigError(f"strategy '{name}' does not take these options ({exc}): drop them") from exc

@@ -1,0 +1,93 @@
+"""``knapsack`` (HALP-style): keep the most important channels that fit the latency budget.
+
+Each channel has an importance (the criterion's score, normalised by its group's mean so groups are
+comparable) and each step down a group's width grid has a latency cost (the predictor's change when that
+one group narrows, from the current network, so interactions between layers are kept). A greedy
+knapsack starts from the dense network and repeatedly takes the step that loses the least importance per
+millisecond saved, until the prediction is within budget; it keeps going for a few narrower fallbacks.
+Unlike HALP it prunes once, before the final fine-tune, not progressively during it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import optuna
+import torch
+from torch import Tensor
+
+from autoprune.graph import Widths
+from autoprune.search.space import WidthSpace
+from autoprune.search.strategies._base import SearchProblem, SearchStrategy, register_strategy
+from autoprune.search.study import Candidate
+
+_EPS_MS = 1e-9
+
+
+def kept_importance(space: WidthSpace, scores: Mapping[str, Tensor]) -> dict[str, dict[int, float]]:
+    """Per group and allowed width, the importance kept: the sum of its best ``width`` channels' scores
+    over the group's mean score (a group of uniform scores keeps exactly ``width``)."""
+    out: dict[str, dict[int, float]] = {}
+    for g in space.groups:
+        s = scores[g.name].detach().double().abs()
+        mean = float(s.mean())
+        s = s / mean if mean > 0 else torch.ones_like(s)
+        best = torch.sort(s, descending=True).values.cumsum(0)
+        out[g.name] = {w: float(best[w - 1]) for w in space.choices(g)}
+    return out
+
+
+def greedy_path(
+    space: WidthSpace, value: Mapping[str, Mapping[int, float]], predict_ms: Callable[[Widths], float], *,
+    stop_ms: float,
+) -> list[tuple[Widths, float]]:  # fmt: skip
+    """Networks from dense down, one grid step of one group at a time, until predicted <= ``stop_ms``
+    (or nothing is left to remove); each with its predicted latency."""
+    current = space.dense()
+    now = float(predict_ms(current))
+    path = [(current, now)]
+    while now > stop_ms:
+        best: tuple[float, Widths, float] | None = None
+        for g in space.groups:
+            choices = space.choices(g)
+            i = choices.index(current[g.name])
+            if i == 0:
+                continue
+            step = {**current, g.name: choices[i - 1]}
+            after = float(predict_ms(step))
+            lost = value[g.name][current[g.name]] - value[g.name][choices[i - 1]]
+            ratio = lost / max(now - after, _EPS_MS)
+            if best is None or ratio < best[0]:
+                best = (ratio, step, after)
+        if best is None:
+            break
+        _, current, now = best
+        path.append((current, now))
+    return path
+
+
+@register_strategy
+class KnapsackStrategy(SearchStrategy):
+    name = "knapsack"
+    evaluates = False
+
+    def __init__(self, *, fallbacks: int = 3, fallback_step: float = 0.03) -> None:
+        self.fallbacks, self.fallback_step = fallbacks, fallback_step
+
+    def run(
+        self,
+        problem: SearchProblem,
+        *,
+        study: optuna.Study,
+        trials: int,
+        on_trial: Callable[[int, int], None] | None = None,
+    ) -> list[Candidate]:
+        value = kept_importance(problem.space, problem.scores)
+        levels = [problem.budget_ms * (1 - self.fallback_step * k) for k in range(self.fallbacks + 1)]
+        path = greedy_path(problem.space, value, problem.predict_ms, stop_ms=levels[-1])
+        out: list[Candidate] = []
+        for level in levels:  # the widest network predicted under each level: the budget, then fallbacks
+            hit = next(((w, ms) for w, ms in path if ms <= level), None)
+            if hit is not None and all(c.widths != hit[0] for c in out):
+                out.append(Candidate(hit[0], hit[1]))
+        return out

@@ -1,0 +1,86 @@
+"""``uniform``: one keep ratio for every group, the widest that meets the budget *by measurement*.
+
+This is what a Torch-Pruning user does by hand: prune every layer by the same ratio, time it, and
+bisect the ratio. The distinct uniform networks of the grid are ordered widest first and bisected on
+the device (each timed interleaved with the dense network); the measurements are kept in the study so a
+rerun resumes without timing them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+
+from autoprune.errors import BudgetError
+from autoprune.graph import Widths
+from autoprune.search.budget import margin_for, within_budget
+from autoprune.search.space import WidthSpace
+from autoprune.search.strategies._base import SearchProblem, SearchStrategy, register_strategy
+from autoprune.search.study import Candidate
+
+_ATTR = "uniform_measured"  # study user attribute: widths key -> [median ms, spread]
+
+
+def uniform_ladder(space: WidthSpace) -> list[Widths]:
+    """Every distinct uniform network of the grid, widest first."""
+    ratios = sorted({w / g.channels for g in space.groups for w in space.choices(g)}, reverse=True)
+    ladder: list[Widths] = []
+    for r in ratios:
+        widths = space.uniform(r)
+        if not ladder or widths != ladder[-1]:
+            ladder.append(widths)
+    return ladder
+
+
+def widest_uniform_by_measurement(problem: SearchProblem, study: optuna.Study) -> tuple[list[Widths], int]:
+    """The ladder of uniform networks and the index of the widest one within the budget by measurement
+    (bisection: latency falls along the ladder)."""
+    ladder = uniform_ladder(problem.space)
+    cache: dict[str, list[float]] = dict(study.user_attrs.get(_ATTR, {}))
+
+    def fits(i: int) -> bool:
+        key = ",".join(str(v) for v in ladder[i].values())
+        if key not in cache:
+            t = problem.measure([ladder[i]])[0]
+            cache[key] = [t.median_ms, t.spread]
+            study.set_user_attr(_ATTR, cache)
+        ms, spread = cache[key]
+        return within_budget(ms, problem.budget_ms, margin=margin_for(spread, tolerance=problem.tolerance))
+
+    last = len(ladder) - 1
+    if not fits(last):
+        ms = cache[",".join(str(v) for v in ladder[last].values())][0]
+        raise BudgetError(
+            f"even the narrowest uniform network measures {ms:.4g} ms, over the budget of "
+            f"{problem.budget_ms:.4g} ms with its noise margin: raise the budget"
+        )
+    if fits(0):
+        return ladder, 0
+    lo, hi = 0, last  # lo does not fit, hi fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return ladder, hi
+
+
+@register_strategy
+class UniformStrategy(SearchStrategy):
+    name = "uniform"
+    evaluates = False
+    measures = True
+
+    def __init__(self, *, fallbacks: int = 2) -> None:
+        self.fallbacks = fallbacks
+
+    def run(
+        self,
+        problem: SearchProblem,
+        *,
+        study: optuna.Study,
+        trials: int,
+        on_trial: Callable[[int, int], None] | None = None,
+    ) -> list[Candidate]:
+        ladder, best = widest_uniform_by_measurement(problem, study)
+        chosen = ladder[best : best + 1 + self.fallbacks]  # narrower ones follow, should a re-timing disagree
+        return [Candidate(w, float(problem.predict_ms(w))) for w in chosen]

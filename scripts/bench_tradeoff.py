@@ -1,0 +1,377 @@
+"""The headline: accuracy at the same *measured* latency, autoprune's strategies against what a user
+gets by hand (uniform pruning, Torch-Pruning's global magnitude pruning, a FLOPs-constrained search).
+
+    python scripts/bench_tradeoff.py --data fashion-mnist:../shared/datasets/fashion-mnist --work DIR
+
+Every step is cached in DIR (base models, profiles, predictors, one JSON per row, block timings), so an
+interrupted run continues where it stopped; rerun the same command. Within a block (model, batch,
+budget) every method gets the same budget in ms (50 % or 35 % of the dense network measured once), the
+same final fine-tune and the same seeds; all final networks of a block are then timed interleaved in one
+process, and each is scored once on the test split. Writes docs/benchmarks/tradeoff.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch_pruning as tp
+
+from autoprune import api, training
+from autoprune._io import write_json
+from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
+from autoprune.data import load_dataset
+from autoprune.graph import ChannelGraph, count_macs_params, dense_widths
+from autoprune.latency import get_backend, measure_interleaved, time_interleaved, time_widths
+from autoprune.latency.fingerprint import cpu_model, versions
+from autoprune.models import load_model
+from autoprune.prune import load_pruned
+from autoprune.report import markdown_table
+from autoprune.search import margin_for, within_budget
+
+METHODS = ("optuna", "knapsack", "uniform", "flops", "tp-global")
+BACKEND = ("onnxruntime", {"threads": 1})
+PROTOCOL = ProtocolConfig()
+
+
+def block_name(b: dict[str, Any]) -> str:
+    grid = f"_r{b['round_to']}" if b["round_to"] != 8 else ""
+    return f"{b['model']}_bs{b['batch']}_{round(100 * b['ratio'])}pct{grid}"
+
+
+def base_model(work: Path, model: str, data: str, epochs: int) -> tuple[Path, float]:
+    """The dense network trained once; its test accuracy recorded beside it."""
+    ckpt = work / "base" / f"{model}.pt"
+    meta = ckpt.with_suffix(".json")
+    if not ckpt.is_file():
+        api.train(model, data=data, out=ckpt, config=TrainConfig(epochs=epochs))
+    if not meta.is_file():
+        net, _ = load_model(model, checkpoint=ckpt)
+        write_json(meta, {"test_accuracy": training.evaluate(net, load_dataset(data).test), "epochs": epochs})
+    return ckpt, float(json.loads(meta.read_text())["test_accuracy"])
+
+
+def predictor_for(work: Path, b: dict[str, Any], ckpt: Path, samples: int) -> Path:
+    """A profile of ``samples`` sub-networks at the block's batch and grid, and LPNet fit on it."""
+    stem = work / "profiles" / f"{b['model']}_bs{b['batch']}_r{b['round_to']}"
+    out = stem.with_suffix(".predictor.pt")
+    if not out.is_file():
+        api.profile(
+            b["model"],
+            out=stem.with_suffix(".parquet"),
+            checkpoint=ckpt,
+            input_shape=(b["batch"], 3, 32, 32),
+            backend=BACKEND[0],
+            backend_options=BACKEND[1],
+            sampling=SamplingConfig(samples=samples, round_to=b["round_to"]),
+            protocol=PROTOCOL,
+        )
+        api.fit(stem.with_suffix(".parquet"), out=out, config=FitConfig(folds=0))
+    return out
+
+
+def block_budget(work: Path, b: dict[str, Any], ckpt: Path) -> float:
+    """``ratio`` of the dense network's latency, measured once for the whole block."""
+    path = work / "blocks" / f"{block_name(b)}.json"
+    if not path.is_file():
+        net, _ = load_model(b["model"], checkpoint=ckpt)
+        shape = [b["batch"], 3, 32, 32]
+        groups = ChannelGraph(net, torch.zeros(1, 3, 32, 32)).groups
+        t = time_widths(
+            net,
+            [dense_widths(groups)],
+            backend=get_backend(BACKEND[0], **BACKEND[1]),
+            input_shape=shape,
+            protocol=PROTOCOL,
+        )[0]
+        write_json(path, {"dense_ms": t.median_ms, "budget_ms": b["ratio"] * t.median_ms})
+    return float(json.loads(path.read_text())["budget_ms"])
+
+
+def autoprune_row(
+    work: Path,
+    b: dict[str, Any],
+    method: str,
+    seed: int,
+    args: argparse.Namespace,
+    ckpt: Path,
+    predictor: Path,
+    budget_ms: float,
+) -> dict[str, Any]:
+    run = work / "runs" / block_name(b) / f"{method}-s{seed}"
+    config = SearchConfig(
+        budget_ms=budget_ms,
+        strategy=method,
+        trials=args.trials,
+        finetune_epochs=args.finetune_epochs,
+        final_epochs=args.final_epochs,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    result = api.search(
+        b["model"], checkpoint=ckpt, data=args.data, predictor=predictor, out=run, config=config
+    )
+    return {
+        "model_path": str(run / "pruned.pt"),
+        "kind": "autoprune",
+        "search_s": time.perf_counter() - start,
+        "test_accuracy": result.pruned.test_accuracy,
+        "val_accuracy": result.pruned.accuracy,
+        "search_ms": result.pruned.latency_ms,
+        "params": result.pruned.params,
+        "macs": result.pruned.macs,
+        "widths": result.widths,
+        "note": "",
+    }
+
+
+def tp_global(net: torch.nn.Module, ratio: float, shape: list[int]) -> tuple[torch.nn.Module, int]:
+    """Torch-Pruning's global L1 pruning at ``ratio`` (round_to 8), called directly. Returns the pruned
+    copy and how many groups TP skipped because rounding would have emptied a layer (it prunes nothing
+    there, silently)."""
+    model = copy.deepcopy(net).eval()
+    example = torch.zeros(1, *shape[1:])
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        global_pruning=True,
+        pruning_ratio=ratio,
+        ignored_layers=[classifier],
+        round_to=8,
+    )
+    skipped = [0]
+    check = pruner.DG.check_pruning_group
+
+    def counting_check(group: Any) -> bool:
+        ok = bool(check(group))
+        skipped[0] += not ok
+        return ok
+
+    pruner.DG.check_pruning_group = counting_check  # type: ignore[method-assign]
+    with torch.enable_grad():
+        pruner.step()
+    return model, skipped[0]
+
+
+def tp_row(
+    work: Path, b: dict[str, Any], seed: int, args: argparse.Namespace, ckpt: Path, budget_ms: float
+) -> dict[str, Any]:
+    """Bisect TP's global ratio until the pruned network measures within budget (same margin rule as
+    autoprune's finalists), then the same final fine-tune."""
+    start = time.perf_counter()
+    net, _ = load_model(b["model"], checkpoint=ckpt)
+    shape = [b["batch"], 3, 32, 32]
+    backend = get_backend(BACKEND[0], **BACKEND[1])
+    lo, hi, best, skips = 0.0, 0.95, None, 0
+    for _ in range(args.bisect_steps):
+        mid = (lo + hi) / 2
+        model, skipped = tp_global(net, mid, shape)
+        _, t = time_interleaved([net, model], backend=backend, input_shape=shape, protocol=PROTOCOL)
+        if within_budget(
+            t.median_ms, budget_ms, margin=margin_for(t.spread, tolerance=PROTOCOL.max_deviation)
+        ):
+            hi, best, skips = mid, (mid, model), skipped
+        else:
+            lo = mid
+    if best is None:
+        raise SystemExit(f"tp-global: no ratio up to {hi} met {budget_ms:.4f} ms")
+    ratio, model = best
+    ds = load_dataset(args.data)
+    training.train(model, ds.train, epochs=args.final_epochs, lr=SearchConfig.lr, seed=seed)
+    path = work / "runs" / block_name(b) / f"tp-global-s{seed}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model, path)
+    macs, params = count_macs_params(model, torch.zeros(1, 3, 32, 32))
+    return {
+        "model_path": str(path),
+        "kind": "tp",
+        "search_s": time.perf_counter() - start,
+        "test_accuracy": training.evaluate(model, ds.test),
+        "val_accuracy": training.evaluate(model, ds.val),
+        "params": params,
+        "macs": macs,
+        "note": f"ratio {ratio:.3f}" + (f", {skips} groups skipped" if skips else ""),
+    }
+
+
+def load_final(row: dict[str, Any]) -> torch.nn.Module:
+    if row["kind"] == "tp":
+        return torch.load(row["model_path"], weights_only=False).eval()
+    return load_pruned(row["model_path"]).module.eval()
+
+
+def block_timings(
+    work: Path, b: dict[str, Any], rows: dict[str, dict[str, Any]], ckpt: Path
+) -> dict[str, float]:
+    """The dense network and every final network of the block, timed interleaved in one process."""
+    path = work / "timing" / f"{block_name(b)}.json"
+    if path.is_file() and set(json.loads(path.read_text())) == {"dense", *rows}:
+        return json.loads(path.read_text())
+    net, _ = load_model(b["model"], checkpoint=ckpt)
+    keys = list(rows)
+    times = measure_interleaved(
+        [net, *(load_final(rows[k]) for k in keys)],
+        backend=get_backend(BACKEND[0], **BACKEND[1]),
+        input_shape=[b["batch"], 3, 32, 32],
+        protocol=PROTOCOL,
+        repeats=5,
+    )
+    out = {"dense": times[0], **dict(zip(keys, times[1:], strict=True))}
+    write_json(path, out)
+    return out
+
+
+def run_block(work: Path, b: dict[str, Any], args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    ckpt, base_test = base_model(work, b["model"], args.data, b["epochs"])
+    predictor = predictor_for(work, b, ckpt, args.samples)
+    budget_ms = block_budget(work, b, ckpt)
+    rows: dict[str, dict[str, Any]] = {}
+    for seed in b["seeds"]:
+        for method in b["methods"]:
+            key = f"{method}-s{seed}"
+            cache = work / "rows" / block_name(b) / f"{key}.json"
+            if not cache.is_file():
+                log(f"{block_name(b)} {key} ...")
+                row = (
+                    tp_row(work, b, seed, args, ckpt, budget_ms)
+                    if method == "tp-global"
+                    else autoprune_row(work, b, method, seed, args, ckpt, predictor, budget_ms)
+                )
+                write_json(cache, row)
+            rows[key] = json.loads(cache.read_text())
+    timings = block_timings(work, b, rows, ckpt)
+    dense_macs = count_macs_params(load_model(b["model"], checkpoint=ckpt)[0], torch.zeros(1, 3, 32, 32))[0]
+    return {
+        "block": b,
+        "budget_ms": budget_ms,
+        "base_test": base_test,
+        "rows": rows,
+        "timings": timings,
+        "dense_macs": dense_macs,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    b, rows, t = result["block"], result["rows"], result["timings"]
+    out = []
+    for method in b["methods"]:
+        keys = [f"{method}-s{s}" for s in b["seeds"] if f"{method}-s{s}" in rows]
+        if not keys:
+            continue
+        ms = np.array([t[k] for k in keys])
+        acc = 100 * np.array([rows[k]["test_accuracy"] for k in keys])
+        within = sum(t[k] <= result["budget_ms"] for k in keys)
+        notes = "; ".join(sorted({rows[k]["note"] for k in keys if rows[k]["note"]}))
+        out.append(
+            [
+                method,
+                f"{np.median(ms):.4f}",
+                f"{t['dense'] / np.median(ms):.2f}x",
+                f"{np.mean([rows[k]['macs'] for k in keys]) / result['dense_macs']:.3f}",
+                f"{np.mean([rows[k]['params'] for k in keys]) / 1e6:.3f} M",
+                f"{acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0.0:.2f}",
+                f"{len(keys)}",
+                f"{within}/{len(keys)}",
+                f"{np.mean([rows[k]['search_s'] for k in keys]):.0f}",
+                notes,
+            ]
+        )
+    header = [
+        "method",
+        "measured ms (median)",
+        "speed-up",
+        "MACs ratio",
+        "params",
+        "test top-1 % (mean ± std)",
+        "seeds",
+        "within budget",
+        "search s",
+        "notes",
+    ]
+    return markdown_table(header, out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="e.g. fashion-mnist:../shared/datasets/fashion-mnist")
+    p.add_argument("--work", required=True, type=Path, help="cache directory (rerun to resume)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--samples", type=int, default=120, help="profiled sub-networks per model and batch")
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--finetune-epochs", type=float, default=0.05)
+    p.add_argument("--final-epochs", type=float, default=0.5)
+    p.add_argument("--bisect-steps", type=int, default=7)
+    p.add_argument("--blocks", nargs="+", help="run only these blocks (names as in the output)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks/tradeoff.md"))
+    args = p.parse_args()
+    blocks = [
+        {"model": "resnet20", "epochs": 3, "batch": 1, "ratio": 0.5, "round_to": 8, "seeds": args.seeds},
+        {"model": "resnet20", "epochs": 3, "batch": 1, "ratio": 0.35, "round_to": 8, "seeds": args.seeds[:1]},
+        {
+            "model": "resnet20",
+            "epochs": 3,
+            "batch": 1,
+            "ratio": 0.5,
+            "round_to": 4,
+            "seeds": args.seeds[:1],
+            "methods": ("optuna", "knapsack"),
+        },
+        {"model": "resnet56", "epochs": 2, "batch": 32, "ratio": 0.5, "round_to": 8, "seeds": args.seeds[:1]},
+    ]
+    blocks = [{"methods": METHODS, **b} for b in blocks if not args.blocks or block_name(b) in args.blocks]
+
+    def log(msg: str) -> None:
+        print(f"[{datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+    results = [run_block(args.work, b, args, log) for b in blocks]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        "# Accuracy at the same measured latency",
+        "",
+        "```",
+        "python " + " ".join(sys.argv),
+        "```",
+        "",
+        f"- commit {commit or 'unknown'}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {cpu_model()}, {platform.machine()}; "
+        f"versions {versions('torch', 'onnxruntime', 'optuna', 'torch_pruning')}",
+        f"- latency: onnxruntime CPU, 1 thread, fp32; protocol {PROTOCOL.to_dict()}; all final networks of a "
+        "block (and the dense one) timed interleaved in one process, 5 repeats, median",
+        f"- search: {args.trials} trials, {args.finetune_epochs} epochs fine-tune per trial, profile of "
+        f"{args.samples} sub-networks, LPNet; final fine-tune {args.final_epochs} epochs for every method; "
+        "test top-1 on the dataset's test split, once per final network",
+        "",
+    ]
+    for r in results:
+        b = r["block"]
+        lines += [
+            f"## {block_name(b)}: {b['model']} at batch {b['batch']}, budget {100 * b['ratio']:.0f} % "
+            f"({r['budget_ms']:.4f} ms), grid round_to {b['round_to']}",
+            "",
+            f"Dense: {r['timings']['dense']:.4f} ms in the final timing, test top-1 "
+            f"{100 * r['base_test']:.2f} % ({b['epochs']} epochs).",
+            "",
+            table(r),
+            "",
+        ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The contract every search strategy passes (subclassed once per strategy in test_strategies.py).
+
+The problem is synthetic, so the checks are exact: latency is a known law of the widths, the "device"
+measures that law, accuracy grows with the kept importance."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar
+
+import optuna
+import pytest
+import torch
+
+from autoprune.errors import ConfigError
+from autoprune.graph import ChannelGroup, Widths
+from autoprune.latency import Timing
+from autoprune.search import Candidate, SearchProblem, WidthSpace, get_strategy, open_study, run_strategy
+
+# Channel counts that are and are not multiples of the rounding step (20 and 36 are not).
+GROUPS = tuple(
+    ChannelGroup(n, c, ()) for n, c in [("a", 16), ("b", 32), ("c", 64), ("d", 12), ("e", 20), ("f", 36)]
+)
+SPACE = WidthSpace(GROUPS, min_ratio=0.25)
+WEIGHT = {"a": 0.2, "b": 0.5, "c": 1.0, "d": 0.1, "e": 0.3, "f": 0.6}  # ms per kept fraction
+
+
+def latency(widths: Widths) -> float:
+    return 0.1 + sum(WEIGHT[g.name] * widths[g.name] / g.channels for g in GROUPS)
+
+
+def macs(widths: Widths) -> float:
+    return float(sum(widths[g.name] * g.channels for g in GROUPS))
+
+
+# Some groups have a few important channels (heavy-tailed scores), others many: where widths should differ.
+SCORES = {
+    g.name: torch.rand(g.channels, generator=torch.Generator().manual_seed(i)) ** (1 + 2 * (i % 3))
+    for i, g in enumerate(GROUPS)
+}
+
+
+def accuracy(widths: Widths, report: Any = None) -> float:
+    """Kept importance over total: wider is better, the best networks sit at the budget."""
+    if report is not None:
+        report(0, 0.5)
+    kept = sum(float(torch.sort(SCORES[n], descending=True).values[:w].sum()) for n, w in widths.items())
+    return kept / sum(float(s.sum()) for s in SCORES.values())
+
+
+class CountingDevice:
+    """Measures the latency law exactly (spread 1.0); counts the networks it times."""
+
+    def __init__(self) -> None:
+        self.timed = 0
+
+    def __call__(self, widths_list: list[Widths]) -> list[Timing]:
+        self.timed += len(widths_list)
+        return [Timing(latency(w), 1.0) for w in widths_list]
+
+
+BUDGET = 0.6 * latency(SPACE.dense())
+
+
+def problem(device: CountingDevice, *, budget_ms: float = BUDGET, seed: int = 0) -> SearchProblem:
+    return SearchProblem(
+        space=SPACE, budget_ms=budget_ms, predict_ms=latency, evaluate=accuracy, measure=device,
+        macs=macs, scores=SCORES, tolerance=0.0, seed=seed,
+    )  # fmt: skip
+
+
+class StrategyContract:
+    """Subclass with ``name`` (and ``options``) set."""
+
+    name: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+    trials: ClassVar[int] = 8
+
+    def within_constraint(self, candidate: Candidate, study: optuna.Study) -> bool:
+        """What the strategy searched under: the predicted latency, for all but ``flops``."""
+        return candidate.predicted_ms <= BUDGET
+
+    def run(  # type: ignore[no-untyped-def]
+        self, tmp_path, *, trials: int | None = None, budget_ms: float = BUDGET, seed: int = 0
+    ):
+        strategy = get_strategy(self.name, **self.options)
+        settings = strategy.study_settings(seed=seed, trials=self.trials)
+        opt_study = open_study(
+            storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", sampler=settings.sampler,
+            directions=settings.directions, pruner=settings.pruner,
+        )  # fmt: skip
+        device = CountingDevice()
+        candidates = run_strategy(
+            strategy, problem(device, budget_ms=budget_ms, seed=seed), study=opt_study,
+            trials=trials or self.trials,
+        )  # fmt: skip
+        return candidates, opt_study, device
+
+    def test_candidates_are_on_the_grid_and_within_budget(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        candidates, study, _ = self.run(tmp_path)
+        assert candidates, f"{self.name} proposed nothing"
+        for c in candidates:
+            assert SPACE.contains(c.widths), c.widths
+            assert set(c.widths) == {g.name for g in GROUPS}
+            assert c.predicted_ms == pytest.approx(latency(c.widths))
+            assert self.within_constraint(c, study)
+
+    def test_candidates_are_reproducible_from_the_seed(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        first, _, _ = self.run(tmp_path / "a", seed=3)
+        second, _, _ = self.run(tmp_path / "b", seed=3)
+        assert [c.widths for c in first] == [c.widths for c in second]
+
+    def test_a_rerun_resumes_and_refuses_another_budget(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        first, study, _device = self.run(tmp_path)
+        n_trials = len(study.trials)
+        again, study2, device2 = self.run(tmp_path)  # same study, same budget: nothing new to do
+        assert len(study2.trials) == n_trials and device2.timed == 0
+        assert [c.widths for c in again] == [c.widths for c in first]
+        with pytest.raises(ConfigError, match="budget"):
+            self.run(tmp_path, budget_ms=BUDGET * 0.8)
+
+    def test_a_study_of_another_strategy_is_refused(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        other = "uniform" if self.name != "uniform" else "knapsack"
+        storage = f"sqlite:///{tmp_path / 'study.db'}"
+        s = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+        run_strategy(get_strategy(other), problem(CountingDevice()), study=s, trials=2)
+        with pytest.raises(ConfigError, match="strategy"):
+            self.run(tmp_path)
+
+
+# ---------------------------------------------------------------- every strategy
+
+
+class TestOptuna(StrategyContract):
+    name = "optuna"
+
+
+class TestOptunaTwoObjectives(StrategyContract):
+    name = "optuna"
+    options: ClassVar[dict[str, Any]] = {"objectives": 2}
+
+
+class TestFlops(StrategyContract):
+    name = "flops"
+
+    def within_constraint(self, candidate: Candidate, study: optuna.Study) -> bool:
+        """Constrained on MACs: its finalists meet the latency budget by measurement, not prediction."""
+        return macs(candidate.widths) <= study.user_attrs["macs_budget"]
+
+
+class TestKnapsack(StrategyContract):
+    name = "knapsack"
+
+
+class TestUniform(StrategyContract):
+    name = "uniform"
+
+
+# ---------------------------------------------------------------- what defines each one
+
+
+def test_optuna_never_ranks_an_infeasible_or_pruned_trial(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    candidates, study, _ = TestOptuna().run(tmp_path, trials=20)
+    assert candidates == sorted(candidates, key=lambda c: -(c.accuracy or 0))
+    ranked = {c.trial for c in candidates}
+    over = [t.number for t in study.trials if t.constraints["budget"] > 0]
+    assert over, "the sampler never explored over the budget: the check below would be empty"
+    assert ranked.isdisjoint(over)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials if t.number in ranked)
+
+
+def test_optuna_median_pruner_stops_trials_below_the_median(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def evaluate(widths: Widths, report: Any) -> float:
+        assert report is not None, "one objective with pruning on must report intermediate accuracy"
+        acc = accuracy(widths)
+        report(0, acc)  # the accuracy right after pruning: below the median, the trial stops here
+        return acc
+
+    strategy = get_strategy("optuna")
+    s = strategy.study_settings(seed=0, trials=20)
+    study = open_study(storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="p", sampler=s.sampler,
+                       directions=s.directions, pruner=s.pruner)  # fmt: skip
+    p = problem(CountingDevice())
+    run_strategy(strategy, SearchProblem(**{**p.__dict__, "evaluate": evaluate}), study=study, trials=20)
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.PRUNED in states
+    assert (
+        len([t for t in states if t in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)])
+        == 20
+    )
+
+
+def test_optuna_two_objectives_front_is_non_dominated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, study, _ = TestOptunaTwoObjectives().run(tmp_path, trials=16)
+    assert len(study.directions) == 2
+    front = study.best_trials
+    assert front
+    for t in front:
+        dominated = [
+            u for u in study.trials
+            if u.values and u.values[0] >= t.values[0] and u.values[1] <= t.values[1]
+            and (u.values[0] > t.values[0] or u.values[1] < t.values[1])
+            and all(v <= 0 for v in u.constraints.values())
+        ]  # fmt: skip
+        assert not dominated
+
+
+def test_flops_constrains_macs_to_the_widest_uniform_network_within_the_latency_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from autoprune.search.strategies.uniform import widest_uniform_by_measurement
+
+    candidates, study, _ = TestFlops().run(tmp_path)
+    ladder, best = widest_uniform_by_measurement(problem(CountingDevice()), study)
+    assert study.user_attrs["macs_budget"] == pytest.approx(macs(ladder[best]))
+    assert all(macs(c.widths) <= study.user_attrs["macs_budget"] for c in candidates)
+
+
+def test_uniform_is_the_widest_uniform_network_within_budget_by_measurement(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from autoprune.search.strategies.uniform import uniform_ladder
+
+    candidates, _, device = TestUniform().run(tmp_path)
+    ladder = uniform_ladder(SPACE)
+    i = ladder.index(candidates[0].widths)
+    assert latency(ladder[i]) <= BUDGET < latency(ladder[i - 1])
+    assert device.timed <= 2 + len(ladder).bit_length()  # bisection, not a sweep
+    assert all(candidates[k + 1].widths == ladder[i + k + 1] for k in range(len(candidates) - 1))
+
+
+def test_uniform_refuses_a_budget_below_its_narrowest_network(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from autoprune.errors import BudgetError
+
+    with pytest.raises(BudgetError, match="raise the budget"):
+        TestUniform().run(tmp_path, budget_ms=0.05)
+
+
+def test_knapsack_keeps_more_importance_than_uniform_at_the_same_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "k").mkdir()
+    (tmp_path / "u").mkdir()
+    knap, _, _ = TestKnapsack().run(tmp_path / "k")
+    uni, _, _ = TestUniform().run(tmp_path / "u")
+    assert accuracy(knap[0].widths) > accuracy(uni[0].widths)
+    # Fallbacks are narrower networks, in order.
+    assert all(latency(a.widths) >= latency(b.widths) for a, b in itertools.pairwise(knap))
+
+
+def test_knapsack_prunes_the_cheap_unimportant_group_first() -> None:
+    from autoprune.search.strategies.knapsack import greedy_path, kept_importance
+
+    scores = {g.name: torch.ones(g.channels) for g in GROUPS}
+    scores["c"] = torch.full((64,), 100.0)  # c is important everywhere...
+    scores["f"] = torch.cat([torch.full((8,), 10.0), torch.full((28,), 0.01)])  # ...f only in 8 channels
+    path = greedy_path(SPACE, kept_importance(SPACE, scores), latency, stop_ms=latency(SPACE.dense()) * 0.95)
+    first_steps = {g for w_prev, w in itertools.pairwise(path) for g in w[0] if w[0][g] != w_prev[0][g]}
+    assert "f" in first_steps and "c" not in first_steps
+
+
+def test_unknown_strategy_and_options_name_the_fix() -> None:
+    with pytest.raises(ConfigError, match="use one of"):
+        get_strategy("annealing")
+    with pytest.raises(ConfigError, match="drop them"):
+        get_strategy("knapsack", objectives=2)
+    with pytest.raises(ConfigError, match="objectives"):
+        get_strategy("optuna", objectives=3)
