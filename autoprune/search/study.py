@@ -58,8 +58,13 @@ def open_study(
 
 
 def finished(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that ran to the end or were stopped by the pruner: both count towards ``--trials``."""
+    """Trials that ran to the end or were stopped by the pruner."""
     return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def trained(study: optuna.Study) -> int:
+    """Finished trials whose network was trained (within the constraint): what ``--trials`` counts."""
+    return sum(bool(t.user_attrs.get("evaluated")) for t in finished(study))
 
 
 def accuracy_of(trial: FrozenTrial) -> float:

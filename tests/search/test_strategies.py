@@ -16,6 +16,7 @@ from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGroup, Widths
 from autoprune.latency import Timing
 from autoprune.search import Candidate, SearchProblem, WidthSpace, get_strategy, open_study, run_strategy
+from autoprune.search.study import trained
 
 # Channel counts that are and are not multiples of the rounding step (20 and 36 are not).
 GROUPS = tuple(
@@ -184,12 +185,15 @@ def test_optuna_median_pruner_stops_trials_below_the_median(tmp_path) -> None:  
                        directions=s.directions, pruner=s.pruner)  # fmt: skip
     p = problem(CountingDevice())
     run_strategy(strategy, SearchProblem(**{**p.__dict__, "evaluate": evaluate}), study=study, trials=20)
-    states = [t.state for t in study.trials]
-    assert optuna.trial.TrialState.PRUNED in states
-    assert (
-        len([t for t in states if t in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)])
-        == 20
-    )
+    assert optuna.trial.TrialState.PRUNED in [t.state for t in study.trials]
+    assert trained(study) == 20  # --trials counts trained networks, pruned ones included
+
+
+def test_optuna_trials_count_trained_networks_not_proposals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, study, _ = TestOptuna().run(tmp_path, trials=6)
+    over = [t for t in study.trials if t.constraints["budget"] > 0]
+    assert over and not any(t.user_attrs["evaluated"] for t in over)
+    assert trained(study) == 6 and len(study.trials) == 6 + len(over)
 
 
 def test_optuna_two_objectives_front_is_non_dominated(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,8 @@
 
 Each trial proposes widths; the constraint (predicted latency minus the budget; <= 0 is feasible) is set
 with ``Trial.set_constraint``, which TPE and NSGA-II both read. Trials over the constraint are not
-trained: their accuracy is recorded as 0.0 and they are never candidates. One objective: TPE maximises
+trained: their accuracy is recorded as 0.0, they are never candidates, and they do not count towards
+``--trials``, which counts trained networks. One objective: TPE maximises
 validation accuracy, and Optuna's median pruner stops a trial whose accuracy right after pruning and
 BatchNorm recalibration is below the median of earlier trials at that step. Two objectives: NSGA-II on
 (accuracy, predicted latency); the study's best trials are the Pareto front.
@@ -18,7 +19,9 @@ from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths
 from autoprune.search.strategies._base import SearchProblem, SearchStrategy, StudySettings, register_strategy
-from autoprune.search.study import Candidate, Report, finished, ranked_candidates
+from autoprune.search.study import Candidate, Report, ranked_candidates, trained
+
+PROPOSALS_PER_TRIAL = 10
 
 
 @register_strategy
@@ -78,12 +81,19 @@ class OptunaStrategy(SearchStrategy):
             accuracy = problem.evaluate(widths, self._reporter(trial)) if excess <= 0 else 0.0
             return (accuracy, predicted) if multi else accuracy
 
+        # --trials counts trained networks: a proposal predicted over the limit costs one prediction, so
+        # it does not use up the budget of trials (at most PROPOSALS_PER_TRIAL proposals each).
         report = on_trial or (lambda done, total: None)
-        report(len(finished(study)), trials)
-        remaining = trials - len(finished(study))
-        if remaining > 0:
-            callback = lambda s, _t: report(len(finished(s)), trials)  # noqa: E731
-            study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
+        report(trained(study), trials)
+
+        def progress(s: optuna.Study, _t: optuna.trial.FrozenTrial) -> None:
+            report(min(trained(s), trials), trials)
+            if trained(s) >= trials:
+                s.stop()
+
+        left = PROPOSALS_PER_TRIAL * trials - len(study.trials)
+        if trained(study) < trials and left > 0:
+            study.optimize(objective, n_trials=left, callbacks=[progress], catch=())
         return ranked_candidates(study, space)
 
     def _reporter(self, trial: optuna.Trial) -> Report | None:
