@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from autoprune.config import FitConfig, ProtocolConfig
-from autoprune.latency import Profile, device_identity, get_backend, measure_widths, read_profile
+from autoprune.latency import Profile, device_identity, get_backend, read_profile, time_widths
 from autoprune.latency.fingerprint import cpu_model, versions
 from autoprune.models import create_model
 from autoprune.predictor import (
@@ -69,7 +69,7 @@ def remeasure(prof: Profile, rows: np.ndarray) -> tuple[np.ndarray, float] | Non
     model = create_model(meta["model"], num_classes=meta["num_classes"]).eval()
     widths = [prof.widths()[i] for i in rows]
     t0 = time.perf_counter()
-    ms = measure_widths(
+    timings = time_widths(
         model,
         widths,
         backend=backend,
@@ -77,6 +77,7 @@ def remeasure(prof: Profile, rows: np.ndarray) -> tuple[np.ndarray, float] | Non
         protocol=ProtocolConfig.from_dict(meta["protocol"]),
         repeats=1,
     )
+    ms = [t.median_ms for t in timings]
     return np.asarray(ms, float), (time.perf_counter() - t0) / len(widths)
 
 

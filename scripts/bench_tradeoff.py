@@ -32,7 +32,7 @@ from autoprune._io import write_json
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
 from autoprune.data import load_dataset
 from autoprune.graph import ChannelGraph, count_macs_params, dense_widths
-from autoprune.latency import get_backend, measure_interleaved, time_interleaved, time_widths
+from autoprune.latency import get_backend, time_interleaved, time_widths
 from autoprune.latency.fingerprint import cpu_model, versions
 from autoprune.models import load_model
 from autoprune.prune import load_pruned
@@ -221,14 +221,14 @@ def block_timings(
         return json.loads(path.read_text())
     net, _ = load_model(b["model"], checkpoint=ckpt)
     keys = list(rows)
-    times = measure_interleaved(
+    times = time_interleaved(
         [net, *(load_final(rows[k]) for k in keys)],
         backend=get_backend(BACKEND[0], **BACKEND[1]),
         input_shape=[b["batch"], 3, 32, 32],
         protocol=PROTOCOL,
         repeats=5,
     )
-    out = {"dense": times[0], **dict(zip(keys, times[1:], strict=True))}
+    out = {"dense": times[0].median_ms, **{k: t.median_ms for k, t in zip(keys, times[1:], strict=True)}}
     write_json(path, out)
     return out
 

@@ -6,8 +6,6 @@ from autoprune.latency._onnx import to_onnx
 from autoprune.latency.backends import LatencyBackend, Session, get_backend, list_backends, register_backend
 from autoprune.latency.compare import (
     Timing,
-    measure_interleaved,
-    measure_widths,
     time_interleaved,
     time_widths,
 )
@@ -45,8 +43,6 @@ __all__ = [
     "list_backends",
     "lut_path",
     "measure",
-    "measure_interleaved",
-    "measure_widths",
     "mismatch",
     "noisy_rounds",
     "plan_samples",

@@ -43,21 +43,6 @@ def time_interleaved(
     return [Timing(float(np.median(col)), float(col.max() / col.min())) for col in medians.T]
 
 
-def measure_interleaved(
-    models: Sequence[nn.Module],
-    *,
-    backend: LatencyBackend,
-    input_shape: Sequence[int],
-    protocol: ProtocolConfig,
-    repeats: int = 3,
-) -> list[float]:
-    """Median latency (ms) of each model over ``repeats`` interleaved applications of the protocol."""
-    timings = time_interleaved(
-        models, backend=backend, input_shape=input_shape, protocol=protocol, repeats=repeats
-    )
-    return [t.median_ms for t in timings]
-
-
 def time_widths(
     dense: nn.Module,
     widths: Sequence[Widths],
@@ -74,19 +59,3 @@ def time_widths(
     return time_interleaved(
         models, backend=backend, input_shape=input_shape, protocol=protocol, repeats=repeats
     )
-
-
-def measure_widths(
-    dense: nn.Module,
-    widths: Sequence[Widths],
-    *,
-    backend: LatencyBackend,
-    input_shape: Sequence[int],
-    protocol: ProtocolConfig,
-    repeats: int = 3,
-) -> list[float]:
-    """Median latency (ms) of ``dense`` pruned to each widths, timed interleaved."""
-    timings = time_widths(
-        dense, widths, backend=backend, input_shape=input_shape, protocol=protocol, repeats=repeats
-    )
-    return [t.median_ms for t in timings]

@@ -12,7 +12,7 @@ import torch
 from autoprune.config import ProtocolConfig
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGraph, narrowest_widths
-from autoprune.latency import get_backend, list_backends, measure, measure_widths
+from autoprune.latency import get_backend, list_backends, measure, time_widths
 from autoprune.models import create_model
 
 PROTOCOL = ProtocolConfig(warmup_ms=50.0, iterations=20, min_round_ms=20.0, rounds=3)
@@ -44,14 +44,14 @@ class BackendContract:
         dense = create_model("resnet20").eval()
         groups = ChannelGraph(copy.deepcopy(dense), torch.zeros(1, 3, 32, 32)).groups
         narrow = narrowest_widths(groups, min_ratio=0.25)
-        dense_ms, narrow_ms = measure_widths(
+        dense_t, narrow_t = time_widths(
             dense,
             [{g.name: g.channels for g in groups}, narrow],
             backend=self.backend(),
             input_shape=(1, 3, 32, 32),
             protocol=PROTOCOL,
         )
-        assert narrow_ms < dense_ms
+        assert narrow_t.median_ms < dense_t.median_ms
 
     def test_protocol_statistics_are_consistent(self) -> None:
         with self.backend().session(create_model("resnet20").eval(), (1, 3, 32, 32)) as session:
