@@ -69,6 +69,7 @@ def trial_points(r: SearchRecord) -> list[TrialPoint]:
                 is_feasible(t),
                 m.measured_ms if m else None,
                 m is r.chosen,
+                m.within_budget if m else None,
             )
         )
     for i, m in enumerate(x for x in r.measured if x.candidate.trial is None):

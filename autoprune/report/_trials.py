@@ -12,7 +12,7 @@ from autoprune.report._table import markdown_table
 class TrialPoint:
     """One search trial: ``accuracy`` is ``None`` for a trial never trained (predicted over budget);
     ``measured_ms`` is set for finalists timed on the real backend; ``feasible`` is the search's verdict
-    by prediction."""
+    by prediction; ``within_budget`` its verdict on the measurement (noise margin included), when known."""
 
     number: int
     predicted_ms: float
@@ -20,6 +20,7 @@ class TrialPoint:
     feasible: bool
     measured_ms: float | None = None
     chosen: bool = False
+    within_budget: bool | None = None
 
 
 def pareto_front(points: Iterable[TrialPoint]) -> list[TrialPoint]:
@@ -47,8 +48,8 @@ TRIALS_HEADER = ["trial", "val accuracy", "predicted ms", "measured ms", "within
 def trials_table(trials: Sequence[TrialPoint], *, top: int = 10, budget_ms: float | None = None) -> str:
     """Markdown table of the ``top`` most accurate trials (untrained ones left out), faster first on ties.
 
-    "within budget" is the measured verdict (measured ms <= ``budget_ms``); "-" for a trial not measured
-    or when no budget is given.
+    "within budget" is the search's verdict on the measurement when the point has one, else measured ms
+    <= ``budget_ms``; "-" for a trial not measured or when neither is known.
     """
     trained = [t for t in trials if t.accuracy is not None]
     ranked = sorted(trained, key=lambda t: (-_acc(t), t.predicted_ms, t.number))[: max(top, 0)]
@@ -66,10 +67,19 @@ def trials_table(trials: Sequence[TrialPoint], *, top: int = 10, budget_ms: floa
     return markdown_table(TRIALS_HEADER, rows)
 
 
-def _within(t: TrialPoint, budget_ms: float | None) -> str:
+def measured_within(t: TrialPoint, budget_ms: float | None) -> bool | None:
+    """The search's verdict on ``t``'s measurement if it has one, else measured <= budget; None when
+    ``t`` was not measured or no budget is known."""
+    if t.within_budget is not None:
+        return t.within_budget
     if t.measured_ms is None or budget_ms is None:
-        return "-"
-    return "yes" if t.measured_ms <= budget_ms else "no"
+        return None
+    return t.measured_ms <= budget_ms
+
+
+def _within(t: TrialPoint, budget_ms: float | None) -> str:
+    verdict = measured_within(t, budget_ms)
+    return "-" if verdict is None else "yes" if verdict else "no"
 
 
 def _acc(p: TrialPoint) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from autoprune._io import atomic_write
-from autoprune.report._trials import TrialPoint, pareto_front
+from autoprune.report._trials import TrialPoint, measured_within, pareto_front
 
 
 def calibration_plot(
@@ -121,7 +121,7 @@ def _draw_finalists(ax: Any, trained: Sequence[TrialPoint], budget_ms: float) ->
     for t in measured:
         ax.plot([t.predicted_ms, t.measured_ms], [_pct(t)] * 2, color="0.35", lw=0.6, zorder=3)
     for fits, color, label in ((True, "tab:green", "within budget"), (False, "tab:red", "over budget")):
-        pts = [t for t in measured if (_ms(t) <= budget_ms) == fits]
+        pts = [t for t in measured if measured_within(t, budget_ms) == fits]
         if pts:
             ax.scatter([_ms(t) for t in pts], [_pct(t) for t in pts], marker="D", s=30, color=color,
                        edgecolors="k", lw=0.5, zorder=4, label=f"measured, {label}")  # fmt: skip

@@ -61,6 +61,13 @@ def test_trials_table_measured_and_chosen_columns() -> None:
     assert [r[4] for r in _rows(trials_table(trials))] == ["-", "-", "-"]  # no budget given
 
 
+def test_trials_table_keeps_the_searchs_verdict_with_its_noise_margin() -> None:
+    at_edge = TrialPoint(
+        0, 1.0, 0.9, True, measured_ms=1.49, within_budget=False
+    )  # under, but not by the margin
+    assert _rows(trials_table([at_edge], budget_ms=1.5))[0][4] == "no"
+
+
 def test_trials_table_empty() -> None:
     table = trials_table([])
     assert len(table.splitlines()) == 2  # header and rule only
