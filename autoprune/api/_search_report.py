@@ -73,7 +73,11 @@ def trial_points(r: SearchRecord) -> list[TrialPoint]:
             )
         )
     for i, m in enumerate(x for x in r.measured if x.candidate.trial is None):
-        points.append(TrialPoint(-1 - i, m.candidate.predicted_ms, None, True, m.measured_ms, m is r.chosen))
+        points.append(
+            TrialPoint(
+                -1 - i, m.candidate.predicted_ms, None, True, m.measured_ms, m is r.chosen, m.within_budget
+            )
+        )
     return points
 
 
