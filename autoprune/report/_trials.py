@@ -10,7 +10,8 @@ from autoprune.report._table import markdown_table
 
 @dataclass(frozen=True)
 class TrialPoint:
-    """One search trial: ``accuracy`` is ``None`` for a trial never trained (predicted over budget);
+    """One search trial: ``accuracy`` is ``None`` for a trial never trained (predicted over budget) or
+    stopped by the pruner before its fine-tune;
     ``measured_ms`` is set for finalists timed on the real backend; ``feasible`` is the search's verdict
     by prediction; ``within_budget`` its verdict on the measurement (noise margin included), when known."""
 

@@ -91,7 +91,7 @@ def pareto_plot(path: str | Path, trials: Sequence[TrialPoint], *, budget_ms: fl
     if untrained:
         # x in data units, y in axes units: pinned to the bottom edge whatever the accuracy range.
         ax.plot([t.predicted_ms for t in untrained], [0.02] * len(untrained), ls="", marker="|", ms=8,
-                color="0.6", transform=ax.get_xaxis_transform(), label="not trained")  # fmt: skip
+                color="0.6", transform=ax.get_xaxis_transform(), label="not trained or pruned")  # fmt: skip
     front = pareto_front(t for t in trained if t.feasible)
     if front:
         ax.step([t.predicted_ms for t in front], [_pct(t) for t in front], where="post", color="tab:blue",
