@@ -22,7 +22,7 @@ from autoprune.graph import ChannelGraph, Widths, count_macs_params, dense_width
 from autoprune.latency import Timing, get_backend, time_widths
 from autoprune.models import load_model
 from autoprune.predictor import LatencyPredictor
-from autoprune.prune import calibration_batches, prune_model, recalibrate_bn, save_pruned
+from autoprune.prune import PrunedModel, calibration_batches, prune_model, recalibrate_bn, save_pruned
 from autoprune.report import ModelSummary, TrialPoint
 from autoprune.rundir import claim_run_dir
 from autoprune.search import (
@@ -132,13 +132,17 @@ def search(
         opt_study,
         budget_ms=config.budget_ms,
         budget_ratio=config.budget_ratio,
-        measure_dense=lambda: (measure([]), dense_ms[-1])[1],
+        measure_dense=lambda: (
+            time_widths(net, [dense_w], backend=backend, input_shape=input_shape, protocol=protocol)[
+                0
+            ].median_ms
+        ),
     )
     check_budget(budget_ms, fastest_ms=float(lp.meta.get("narrowest_ms") or lp.predict(space.narrowest())))
     batches = calibration_batches(ds.train, count=config.calibration_batches, seed=config.seed)
     scores = channel_scores(net, example, config.criterion, batches=batches)
 
-    def prune(widths: Widths) -> Any:
+    def prune(widths: Widths) -> PrunedModel:
         p = prune_model(
             net, widths=widths, model_spec=model, num_classes=classes, input_shape=input_shape,
             criterion=config.criterion, scores=scores,
