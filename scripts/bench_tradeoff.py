@@ -39,7 +39,8 @@ from autoprune.prune import load_pruned
 from autoprune.report import markdown_table
 from autoprune.search import margin_for, within_budget
 
-METHODS = ("optuna", "knapsack", "uniform", "flops", "tp-global")
+# "strategy" or "strategy:criterion" (default criterion l1): HALP ranks channels by Taylor importance.
+METHODS = ("optuna", "knapsack", "knapsack:taylor", "uniform", "flops", "tp-global")
 BACKEND = ("onnxruntime", {"threads": 1})
 PROTOCOL = ProtocolConfig()
 
@@ -108,10 +109,12 @@ def autoprune_row(
     predictor: Path,
     budget_ms: float,
 ) -> dict[str, Any]:
-    run = work / "runs" / block_name(b) / f"{method}-s{seed}"
+    strategy, _, criterion = method.partition(":")
+    run = work / "runs" / block_name(b) / f"{method.replace(':', '-')}-s{seed}"
     config = SearchConfig(
         budget_ms=budget_ms,
-        strategy=method,
+        strategy=strategy,
+        criterion=criterion or "l1",
         trials=args.trials,
         finetune_epochs=args.finetune_epochs,
         final_epochs=args.final_epochs,
@@ -240,7 +243,7 @@ def run_block(work: Path, b: dict[str, Any], args: argparse.Namespace, log: Any)
     rows: dict[str, dict[str, Any]] = {}
     for seed in b["seeds"]:
         for method in b["methods"]:
-            key = f"{method}-s{seed}"
+            key = f"{method.replace(':', '-')}-s{seed}"
             cache = work / "rows" / block_name(b) / f"{key}.json"
             if not cache.is_file():
                 log(f"{block_name(b)} {key} ...")
@@ -267,7 +270,7 @@ def table(result: dict[str, Any]) -> str:
     b, rows, t = result["block"], result["rows"], result["timings"]
     out = []
     for method in b["methods"]:
-        keys = [f"{method}-s{s}" for s in b["seeds"] if f"{method}-s{s}" in rows]
+        keys = [k for s in b["seeds"] if (k := f"{method.replace(':', '-')}-s{s}") in rows]
         if not keys:
             continue
         ms = np.array([t[k] for k in keys])
