@@ -143,8 +143,8 @@ def autoprune_row(
 def tp_global(
     net: torch.nn.Module, ratio: float, shape: list[int], round_to: int
 ) -> tuple[torch.nn.Module, int]:
-    """Torch-Pruning's global L1 pruning at ``ratio`` (``round_to`` as the block's grid), called directly. Returns the pruned
-    copy and how many groups TP skipped because rounding would have emptied a layer (it prunes nothing
+    """Torch-Pruning's global L1 pruning at ``ratio`` (``round_to`` as the block's grid), called
+    directly. Returns the pruned copy and how many groups TP skipped because rounding would have emptied a layer (it prunes nothing
     there, silently)."""
     model = copy.deepcopy(net).eval()
     example = torch.zeros(1, *shape[1:])
