@@ -144,8 +144,8 @@ def tp_global(
     net: torch.nn.Module, ratio: float, shape: list[int], round_to: int
 ) -> tuple[torch.nn.Module, int]:
     """Torch-Pruning's global L1 pruning at ``ratio`` (``round_to`` as the block's grid), called
-    directly. Returns the pruned copy and how many groups TP skipped because rounding would have emptied a layer (it prunes nothing
-    there, silently)."""
+    directly. Returns the pruned copy and how many groups TP skipped because rounding would have
+    emptied a layer (it prunes nothing there, silently)."""
     model = copy.deepcopy(net).eval()
     example = torch.zeros(1, *shape[1:])
     classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
