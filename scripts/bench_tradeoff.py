@@ -31,6 +31,7 @@ from autoprune import api, training
 from autoprune._io import write_json
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
 from autoprune.data import load_dataset
+from autoprune.errors import BudgetError
 from autoprune.graph import ChannelGraph, count_macs_params, dense_widths
 from autoprune.latency import get_backend, time_interleaved, time_widths
 from autoprune.latency.fingerprint import cpu_model, versions
@@ -251,14 +252,17 @@ def run_block(work: Path, b: dict[str, Any], args: argparse.Namespace, log: Any)
             cache = work / "rows" / block_name(b) / f"{key}.json"
             if not cache.is_file():
                 log(f"{block_name(b)} {key} ...")
-                row = (
-                    tp_row(work, b, seed, args, ckpt, budget_ms)
-                    if method == "tp-global"
-                    else autoprune_row(work, b, method, seed, args, ckpt, predictor, budget_ms)
-                )
+                try:
+                    row = (
+                        tp_row(work, b, seed, args, ckpt, budget_ms)
+                        if method == "tp-global"
+                        else autoprune_row(work, b, method, seed, args, ckpt, predictor, budget_ms)
+                    )
+                except BudgetError as exc:  # a method that finds no network within budget is a result
+                    row = {"failed": str(exc)}
                 write_json(cache, row)
             rows[key] = json.loads(cache.read_text())
-    timings = block_timings(work, b, rows, ckpt)
+    timings = block_timings(work, b, {k: r for k, r in rows.items() if "failed" not in r}, ckpt)
     dense_macs = count_macs_params(load_model(b["model"], checkpoint=ckpt)[0], torch.zeros(1, 3, 32, 32))[0]
     return {
         "block": b,
@@ -274,13 +278,17 @@ def table(result: dict[str, Any]) -> str:
     b, rows, t = result["block"], result["rows"], result["timings"]
     out = []
     for method in b["methods"]:
-        keys = [k for s in b["seeds"] if (k := f"{method.replace(':', '-')}-s{s}") in rows]
+        tried = [k for s in b["seeds"] if (k := f"{method.replace(':', '-')}-s{s}") in rows]
+        keys = [k for k in tried if "failed" not in rows[k]]
+        failed = [rows[k]["failed"] for k in tried if "failed" in rows[k]]
+        if failed and not keys:
+            out.append([method, *["-"] * 5, f"{len(tried)}", f"0/{len(tried)}", "-", "failed: " + failed[0]])
         if not keys:
             continue
         ms = np.array([t[k] for k in keys])
         acc = 100 * np.array([rows[k]["test_accuracy"] for k in keys])
         within = sum(t[k] <= result["budget_ms"] for k in keys)
-        notes = "; ".join(sorted({rows[k]["note"] for k in keys if rows[k]["note"]}))
+        notes = "; ".join(sorted({rows[k]["note"] for k in keys if rows[k]["note"]} | set(failed)))
         out.append(
             [
                 method,
@@ -289,8 +297,8 @@ def table(result: dict[str, Any]) -> str:
                 f"{np.mean([rows[k]['macs'] for k in keys]) / result['dense_macs']:.3f}",
                 f"{np.mean([rows[k]['params'] for k in keys]) / 1e6:.3f} M",
                 f"{acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0.0:.2f}",
-                f"{len(keys)}",
-                f"{within}/{len(keys)}",
+                f"{len(tried)}",
+                f"{within}/{len(tried)}",
                 f"{np.mean([rows[k]['search_s'] for k in keys]):.0f}",
                 notes,
             ]

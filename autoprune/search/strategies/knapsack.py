@@ -4,7 +4,9 @@ Each channel has an importance (the criterion's score, normalised by its group's
 comparable) and each step down a group's width grid has a latency cost (the predictor's change when that
 one group narrows, from the current network, so interactions between layers are kept). A greedy
 knapsack starts from the dense network and repeatedly takes the step that loses the least importance per
-millisecond saved, until the prediction is within budget; it keeps going for a few narrower fallbacks.
+millisecond saved, until the prediction is within budget; it keeps going for narrower fallbacks (each
+3 % further under the budget): its networks can be far from what the profile sampled (most groups at
+their narrowest), where the predictor errs most, and a fallback costs only a measurement.
 Unlike HALP it prunes once, before the final fine-tune, not progressively during it.
 """
 
@@ -71,7 +73,7 @@ class KnapsackStrategy(SearchStrategy):
     name = "knapsack"
     evaluates = False
 
-    def __init__(self, *, fallbacks: int = 3, fallback_step: float = 0.03) -> None:
+    def __init__(self, *, fallbacks: int = 8, fallback_step: float = 0.03) -> None:
         self.fallbacks, self.fallback_step = fallbacks, fallback_step
 
     def run(
