@@ -183,10 +183,13 @@ def tp_row(
     shape = [b["batch"], 3, 32, 32]
     backend = get_backend(BACKEND[0], **BACKEND[1])
     lo, hi, best, skips = 0.0, 0.95, None, 0
+    tried = []
     for _ in range(args.bisect_steps):
         mid = (lo + hi) / 2
         model, skipped = tp_global(net, mid, shape, b["round_to"])
         _, t = time_interleaved([net, model], backend=backend, input_shape=shape, protocol=PROTOCOL)
+        macs = count_macs_params(model, torch.zeros(1, 3, 32, 32))[0]
+        tried.append(f"{mid:.3f}: {t.median_ms:.4f} ms, {macs / 1e6:.1f} M MACs, {skipped} groups skipped")
         if within_budget(
             t.median_ms, budget_ms, margin=margin_for(t.spread, tolerance=PROTOCOL.max_deviation)
         ):
@@ -194,7 +197,10 @@ def tp_row(
         else:
             lo = mid
     if best is None:
-        raise SystemExit(f"tp-global: no ratio up to {hi} met {budget_ms:.4f} ms")
+        raise BudgetError(
+            f"no global ratio up to {hi:.2f} measured within {budget_ms:.4f} ms (ratio: latency, MACs, "
+            f"groups TP skipped because round_to would empty them: {'; '.join(tried)})"
+        )
     ratio, model = best
     ds = load_dataset(args.data)
     training.train(model, ds.train, epochs=args.final_epochs, lr=SearchConfig.lr, seed=seed)
