@@ -41,6 +41,7 @@ from autoprune.report import markdown_table
 from autoprune.search import margin_for, within_budget
 
 # "strategy" or "strategy:criterion" (default criterion l1): HALP ranks channels by Taylor importance.
+READING = "<!-- reading -->"
 METHODS = ("optuna", "knapsack", "knapsack:taylor", "uniform", "flops", "tp-global")
 BACKEND = ("onnxruntime", {"threads": 1})
 PROTOCOL = ProtocolConfig()
@@ -294,7 +295,19 @@ def table(result: dict[str, Any]) -> str:
         ms = np.array([t[k] for k in keys])
         acc = 100 * np.array([rows[k]["test_accuracy"] for k in keys])
         within = sum(t[k] <= result["budget_ms"] for k in keys)
-        notes = "; ".join(sorted({rows[k]["note"] for k in keys if rows[k]["note"]} | set(failed)))
+        same = {
+            f"{other} s{k.rsplit('-s', 1)[1]}"
+            for k in keys
+            for other in b["methods"]
+            if other != method
+            and (o := rows.get(f"{other.replace(':', '-')}-s{k.rsplit('-s', 1)[1]}"))
+            and rows[k].get("widths") is not None
+            and o.get("widths") == rows[k]["widths"]
+        }
+        same_note = {f"same network as {', '.join(sorted(same))}"} if same else set()
+        notes = "; ".join(
+            sorted({rows[k]["note"] for k in keys if rows[k]["note"]} | set(failed) | same_note)
+        )
         out.append(
             [
                 method,
@@ -403,8 +416,11 @@ def main() -> None:
             table(r),
             "",
         ]
+    # A hand-written reading of the tables, below this marker, survives regeneration.
+    if args.out.is_file() and READING in (old := args.out.read_text()):
+        lines += ["", READING + old.split(READING, 1)[1].rstrip("\n")]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
