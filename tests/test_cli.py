@@ -194,9 +194,9 @@ def test_profile_names_its_file_measures_a_lookup_table_and_refuses_other_settin
     (found,) = (tmp_path / "latency_profiles").glob("*/resnet20__onnxruntime__fp32__bs1__32x32.parquet")
     assert len(read_profile(found).rows) == 4
     table = read_lut(lut_path(found))
-    assert (
-        0 < table.estimate(read_profile(found).widths()[1]) < table.estimate(read_profile(found).widths()[0])
-    )
+    # Every layer was measured on the grid (which layer is faster is timing, not for an assertion).
+    assert set(table.rows["layer"]) == {layer.name for layer in table.layers}
+    assert all(0 < table.estimate(w) < float("inf") for w in read_profile(found).widths())
     _fails(
         capsys, ["profile", "resnet20", "--samples", "4", "--threads", "2", *FAST], "another backend_settings"
     )
