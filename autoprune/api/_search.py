@@ -168,7 +168,6 @@ def search(
         macs=lambda w: float(lp.features.macs([w])[0]),
         scores=scores,
         tolerance=tolerance,
-        seed=config.seed,
     )
     candidates = run_strategy(
         strategy, problem, study=opt_study, trials=config.trials, on_trial=reporter.task("search trials")
@@ -207,7 +206,8 @@ def search(
     }
     save_pruned(run_dir / "pruned.pt", pruned)
     record = SearchRecord(
-        model=model, data=data, strategy=strategy.name, budget_ms=budget_ms, dense=dense, pruned=final,
+        model=model, data=data, strategy=strategy.name, trains_trials=strategy.evaluates,
+        budget_ms=budget_ms, dense=dense, pruned=final,
         dense_widths=dense_w, widths=pruned.widths, chosen=chosen, measured=measured,
         study=opt_study, space=space, margin_floor=tolerance,
     )  # fmt: skip

@@ -29,6 +29,7 @@ class SearchRecord:
     model: str
     data: str
     strategy: str
+    trains_trials: bool  # the strategy's ``evaluates`` flag
     budget_ms: float
     dense: ModelSummary
     pruned: ModelSummary
@@ -107,7 +108,7 @@ def write_search_outputs(
     title = f"{r.model} on {r.data}, {r.strategy}"
     pareto_plot(run_dir / "pareto.png", points, budget_ms=r.budget_ms, title=title)
     widths_plot(run_dir / "widths.png", r.dense_widths, r.widths, title=f"{r.model}: kept channels per group")
-    sections = {"Search": _search_section(r, finalists, len(points)), "Trials": _trials_section(r, points)}
+    sections = {"Search": _search_section(r, finalists), "Trials": _trials_section(r, points)}
     write_report(
         run_dir / "report.md",
         title=f"autoprune: {title}",
@@ -119,7 +120,7 @@ def write_search_outputs(
     return finalists, front, sections
 
 
-def _search_section(r: SearchRecord, finalists: list[dict[str, Any]], n_points: int) -> str:
+def _search_section(r: SearchRecord, finalists: list[dict[str, Any]]) -> str:
     rows = [
         [
             "-" if f["trial"] is None else str(f["trial"]),
@@ -146,7 +147,7 @@ def _search_section(r: SearchRecord, finalists: list[dict[str, Any]], n_points: 
 
 
 def _trials_section(r: SearchRecord, points: list[TrialPoint]) -> str:
-    if not any(p.accuracy is not None for p in points):
+    if not r.trains_trials:
         return (
             f"Strategy `{r.strategy}` trains no trial networks: its candidates are ranked by the strategy.\n"
         )

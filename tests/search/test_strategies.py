@@ -63,10 +63,10 @@ class CountingDevice:
 BUDGET = 0.6 * latency(SPACE.dense())
 
 
-def problem(device: CountingDevice, *, budget_ms: float = BUDGET, seed: int = 0) -> SearchProblem:
+def problem(device: CountingDevice, *, budget_ms: float = BUDGET) -> SearchProblem:
     return SearchProblem(
         space=SPACE, budget_ms=budget_ms, predict_ms=latency, evaluate=accuracy, measure=device,
-        macs=macs, scores=SCORES, tolerance=0.0, seed=seed,
+        macs=macs, scores=SCORES, tolerance=0.0,
     )  # fmt: skip
 
 
@@ -92,7 +92,7 @@ class StrategyContract:
         )  # fmt: skip
         device = CountingDevice()
         candidates = run_strategy(
-            strategy, problem(device, budget_ms=budget_ms, seed=seed), study=opt_study,
+            strategy, problem(device, budget_ms=budget_ms), study=opt_study,
             trials=trials or self.trials,
         )  # fmt: skip
         return candidates, opt_study, device

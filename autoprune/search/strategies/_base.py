@@ -31,7 +31,6 @@ class SearchProblem:
     macs: Callable[[Widths], float]
     scores: Mapping[str, Tensor]  # channel importance per group (the criterion on the dense network)
     tolerance: float = 0.03  # the protocol's tolerance: the least margin a measurement needs
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,7 @@ class SearchStrategy(ABC):
     recorded as a trial of ``study``, so a rerun resumes it; the budget is recorded by ``run_strategy``."""
 
     name: ClassVar[str]
-    evaluates: ClassVar[bool] = True  # trains networks while searching (per-trial accuracy)
-    measures: ClassVar[bool] = False  # times networks on the device while searching
+    evaluates: ClassVar[bool] = True  # trains networks while searching: its trials have an accuracy
 
     @classmethod
     def from_config(cls, config: SearchConfig) -> SearchStrategy:

@@ -20,7 +20,6 @@ from autoprune.search.strategies.uniform import widest_uniform_by_measurement
 @register_strategy
 class FlopsStrategy(OptunaStrategy):
     name = "flops"
-    measures = True
 
     def constraint(
         self, problem: SearchProblem, study: optuna.Study

@@ -68,7 +68,6 @@ def widest_uniform_by_measurement(problem: SearchProblem, study: optuna.Study) -
 class UniformStrategy(SearchStrategy):
     name = "uniform"
     evaluates = False
-    measures = True
 
     def __init__(self, *, fallbacks: int = 2) -> None:
         self.fallbacks = fallbacks
