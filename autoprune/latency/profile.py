@@ -1,8 +1,14 @@
 """Latency profiles: one parquet row per measured sub-network, a JSON sidecar saying how and where.
 
 Columns: ``sample_id``, ``kind``, ``w:<group>`` (kept channels per group), ``macs``, ``params`` and the
-latency statistics of :class:`~autoprune.latency.protocol.LatencyStats` (``latency_ms`` is the median;
-``noisy`` flags a network whose rounds still disagreed after re-measuring). Rows are appended atomically
+latency statistics of :class:`~autoprune.latency.protocol.LatencyStats` (``noisy`` flags a network whose
+rounds still disagreed after re-measuring). The latency is corrected for the host's drift: the dense
+network, the *reference*, is timed round for round beside every ``protocol.reference_every``-th network;
+``raw_ms`` is the network's median as measured, ``reference_ms`` the reference's beside it (for rows
+timed without it, the mean of the timings before and after; ``reference_beside`` says which), ``ratio``
+the network's latency relative to the reference (the median of its round pairs' ratios), and
+``latency_ms``, what predictors fit, is ``ratio`` times the profile's reference latency, the median of
+all the reference timings (:meth:`Profile.reference_ms`). Rows are appended atomically
 as they are measured, so killing the process loses at most the network in flight; a rerun with the same
 settings skips the networks already in the file. One process writes a profile at a time.
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,12 +38,13 @@ from autoprune._io import atomic_write, read_parquet, write_json
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError, ProfileError
 from autoprune.graph import ChannelGraph, ChannelGroup, Widths, count_macs_params, pruned_copy
-from autoprune.latency.backends import LatencyBackend
+from autoprune.latency.backends import LatencyBackend, Session
 from autoprune.latency.compat import PROFILE_KEYS, check_same_run
-from autoprune.latency.protocol import measure
+from autoprune.latency.hygiene import host_record, load_average, pinned
+from autoprune.latency.protocol import LatencyStats, measure, measure_referenced
 from autoprune.latency.sampler import plan_samples, widths_key
 
-FORMAT = 2
+FORMAT = 3  # 3: drift-corrected latency_ms, raw_ms and reference_ms columns
 WIDTH_PREFIX = "w:"
 
 
@@ -57,8 +65,17 @@ class Profile:
             for row in self.rows[cols].itertuples(index=False)
         ]
 
-    def latency_ms(self) -> np.ndarray:
-        return self.rows["latency_ms"].to_numpy(dtype=float)
+    def latency_ms(self, *, raw: bool = False) -> np.ndarray:
+        """Each network's drift-corrected latency (``raw=True``: as measured)."""
+        return self.rows["raw_ms" if raw else "latency_ms"].to_numpy(dtype=float)
+
+    def reference_ms(self) -> float | None:
+        """The profile's reference latency (the dense network's, median of its timings beside the rows),
+        the unit the corrected latencies are in; None for a profile measured without a reference."""
+        beside = self.rows.get("reference_beside", pd.Series(dtype=bool)).to_numpy(dtype=bool)
+        if not beside.any():
+            return None
+        return float(np.median(self.rows["reference_ms"].to_numpy(dtype=float)[beside]))
 
     def noisy(self) -> np.ndarray:
         """Per row, whether the protocol flagged it noisy (all False for rows without the column)."""
@@ -122,6 +139,11 @@ def read_profile(path: str | Path) -> Profile:
     meta, rows = read_measurements(
         path, side, what="profile file", fix=f"run autoprune profile ... --out {path}"
     )
+    if meta.get("format") == 2 and "groups" in meta:
+        raise ProfileError(
+            f"'{path}' is a format-2 profile, measured without drift correction: profile again with this "
+            f"version (autoprune profile ... --out NEW_PATH) to get format {FORMAT}"
+        )
     if meta.get("format") != FORMAT or "groups" not in meta or "kind" in meta:  # "kind": a lookup table
         raise ProfileError(
             f"'{side}' is not an autoprune profile sidecar (format {FORMAT}): re-run autoprune profile"
@@ -194,15 +216,104 @@ def profile_model(
         "active": {"initial": initial} if acquire is not None else None,
     }
     records: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     if out.exists() or sidecar_path(out).exists():
         existing = read_profile(out)
         check_same_run(existing.meta, meta, out, PROFILE_KEYS, summarize=("groups",))
         meta["created"] = existing.meta.get("created", meta["created"])
         meta["active"] = meta["active"] or existing.meta.get("active")  # the last active run's settings
+        runs = list(existing.meta.get("runs", []))
         records = existing.rows.to_dict("records")
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
-    write_json(sidecar_path(out), meta)
+    threads = backend.settings().get("threads")
+    with pinned(int(threads or 1)) as cpus, _Reference(model, input_shape, backend, protocol) as ref:
+        run = host_record(threads=threads, pinned_cpus=cpus, load_start=load_average())
+        meta["runs"] = [*runs, run]
+        write_json(sidecar_path(out), meta)
+        _profile_rows(model, example, groups, out, meta, records, ref, backend, protocol, sampling, on_sample,
+                      acquire, initial)  # fmt: skip
+        run["load_1min_end"] = load_average()
+        run["reference_overhead"] = ref.overhead()
+        write_json(sidecar_path(out), meta)
+    return read_profile(out)
+
+
+class _Reference:
+    """The dense network's session, open for the whole profile, timed beside every ``reference_every``-th
+    network; between those, rows are normalised by the last reference timing. Tracks the share of the
+    profile's time spent timing the reference."""
+
+    def __init__(
+        self, model: nn.Module, input_shape: Sequence[int], backend: LatencyBackend, protocol: ProtocolConfig
+    ) -> None:
+        self._open = lambda: _Stopwatch(backend.session(model, input_shape))  # a resume may measure none
+        self._every = protocol.reference_every
+        self._session: _Stopwatch | None = None
+        self._count, self._last_ms = 0, float("nan")
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> _Reference:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    def measure(self, session: Session, protocol: ProtocolConfig) -> tuple[LatencyStats, float, float, bool]:
+        """The network's statistics, the reference's latency, the network's latency relative to it, and
+        whether the reference was timed beside it (if not: the last timing, and no ratio yet)."""
+        beside = self._every > 0 and self._count % self._every == 0
+        self._count += 1
+        if not beside:
+            return measure(session, protocol), self._last_ms, float("nan"), False
+        if self._session is None:
+            self._session = self._open()
+        timed = measure_referenced(session, self._session, protocol)
+        self._last_ms = timed.reference_ms
+        return timed.stats, timed.reference_ms, timed.ratio, True
+
+    def overhead(self) -> float | None:
+        """Estimated time spent timing the reference, as a fraction of the rest of the profile's time."""
+        if self._session is None:
+            return None
+        spent = self._session.seconds
+        rest = time.perf_counter() - self._started - spent
+        return round(spent / rest, 3) if rest > 0 else None
+
+
+class _Stopwatch(Session):
+    """A session that adds up the wall time of its timing calls."""
+
+    def __init__(self, inner: Session) -> None:
+        self._inner, self.seconds = inner, 0.0
+
+    def time(self, iterations: int) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._inner.time(iterations)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _profile_rows(
+    model: nn.Module,
+    example: torch.Tensor,
+    groups: list[ChannelGroup],
+    out: Path,
+    meta: dict[str, Any],
+    records: list[dict[str, Any]],
+    ref: _Reference,
+    backend: LatencyBackend,
+    protocol: ProtocolConfig,
+    sampling: SamplingConfig,
+    on_sample: Callable[[int, int], None] | None,
+    acquire: Callable[[Profile, int], list[Widths]] | None,
+    initial: int,
+) -> None:
     done = (
         {widths_key(w, groups) for w in Profile(out, meta, pd.DataFrame(records)).widths()}
         if records
@@ -213,8 +324,23 @@ def profile_model(
     def add(sample_id: int, kind: str, widths: Widths) -> None:
         """Measure one network and append it atomically; a taken sample id becomes the next free one."""
         sample_id = sample_id if sample_id not in used else max(used) + 1
-        row = _measure_row(model, example, input_shape, widths, backend, protocol, sample_id, kind)
-        records.append(row)
+        sub, _ = pruned_copy(model, example, widths)
+        macs, params = count_macs_params(sub, example)
+        with backend.session(sub, meta["input_shape"]) as session:
+            stats, reference_ms, ratio, beside = ref.measure(session, protocol)
+        records.append({
+            "sample_id": sample_id,
+            "kind": kind,
+            **{WIDTH_PREFIX + name: int(w) for name, w in widths.items()},
+            "macs": macs,
+            "params": params,
+            "latency_ms": stats.median_ms,  # corrected in _write_rows
+            "raw_ms": stats.median_ms,
+            "reference_ms": reference_ms,
+            "reference_beside": beside,
+            "ratio": ratio,
+            **{k: v for k, v in stats.to_dict().items() if k != "median_ms"},
+        })  # fmt: skip
         _write_rows(out, pd.DataFrame(records))
         done.add(widths_key(widths, groups))
         used.add(sample_id)
@@ -241,33 +367,28 @@ def profile_model(
             add(max(used, default=-1) + 1, "active", widths)
             if on_sample is not None:
                 on_sample(len(records), total)
-    return read_profile(out)
+
+
+def corrected(frame: pd.DataFrame) -> pd.DataFrame:
+    """``latency_ms`` = ``ratio`` x the profile's reference latency (the median of the reference timings
+    beside rows). A row timed beside the reference has the median of its round-pair ratios; one timed
+    without it gets ``raw_ms`` over the mean of the reference timings before and after it in the file
+    (the one before, for the last rows). A profile measured without any reference keeps raw latency."""
+    frame = frame.copy()
+    raw = frame["raw_ms"].to_numpy(dtype=float)
+    beside = frame["reference_beside"].to_numpy(dtype=bool)
+    if not beside.any():
+        frame["latency_ms"] = raw
+        return frame
+    ref = frame["reference_ms"].to_numpy(dtype=float).copy()
+    timed = pd.Series(np.where(beside, ref, np.nan))
+    ref[~beside] = np.nanmean(np.vstack([timed.ffill(), timed.bfill()])[:, ~beside], axis=0)
+    ratio = np.where(beside, frame["ratio"].to_numpy(dtype=float), raw / ref)
+    frame["reference_ms"], frame["ratio"] = ref, ratio
+    frame["latency_ms"] = ratio * float(np.median(ref[beside]))
+    return frame
 
 
 def _write_rows(out: Path, frame: pd.DataFrame) -> None:
+    frame = corrected(frame)
     atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
-
-
-def _measure_row(
-    model: nn.Module,
-    example: torch.Tensor,
-    input_shape: Sequence[int],
-    widths: Widths,
-    backend: LatencyBackend,
-    protocol: ProtocolConfig,
-    sample_id: int,
-    kind: str,
-) -> dict[str, Any]:
-    sub, _ = pruned_copy(model, example, widths)
-    macs, params = count_macs_params(sub, example)
-    with backend.session(sub, input_shape) as session:
-        stats = measure(session, protocol)
-    return {
-        "sample_id": sample_id,
-        "kind": kind,
-        **{WIDTH_PREFIX + name: int(w) for name, w in widths.items()},
-        "macs": macs,
-        "params": params,
-        "latency_ms": stats.median_ms,
-        **{k: v for k, v in stats.to_dict().items() if k != "median_ms"},
-    }

@@ -1,6 +1,12 @@
 """The timing protocol shared by every backend, modelled on trtexec: warm up for a minimum time, then
 timed rounds of a minimum count and duration; noisy rounds are measured again, and a result that stays
-noisy is flagged rather than silently kept."""
+noisy is flagged rather than silently kept.
+
+With a ``reference`` session (a profile's dense network), each round of the network is followed by a
+round of the reference, and the network's latency is also given relative to it: the median over rounds
+of (network round median / reference round median). A slowdown of the whole host (another process, a
+clock change) that lasts longer than a round pair moves both alike, so the ratio stays put where the raw
+latency does not: :func:`measure_referenced`."""
 
 from __future__ import annotations
 
@@ -54,24 +60,68 @@ def noisy_rounds(rounds: list[np.ndarray], protocol: ProtocolConfig) -> list[int
     return [int(i) for i in np.argsort(-badness) if badness[i] > 1.0]
 
 
+@dataclass(frozen=True)
+class ReferencedStats:
+    """A network timed beside a reference: its own statistics, the reference's latency over the same
+    stretch of time (median of its round medians), and ``ratio``, the median over round pairs of the
+    network's round median over the reference's."""
+
+    stats: LatencyStats
+    reference_ms: float
+    ratio: float
+
+
+def _warm_up(session: Session, milliseconds: float) -> None:
+    deadline = time.perf_counter() + milliseconds / 1e3
+    while time.perf_counter() < deadline:
+        session.time(1)
+
+
 def measure(session: Session, protocol: ProtocolConfig) -> LatencyStats:
     """Time ``session`` under ``protocol``. The first runs of a fresh session are several times slower
     (allocators, thread pools, lazy kernels, GPU clocks), so warm-up is a minimum time, not a count."""
-    deadline = time.perf_counter() + protocol.warmup_ms / 1e3
-    while time.perf_counter() < deadline:
-        session.time(1)
-    rounds = [_round(session, protocol) for _ in range(protocol.rounds)]
+    return _measure(session, None, protocol)[0]
+
+
+def measure_referenced(session: Session, reference: Session, protocol: ProtocolConfig) -> ReferencedStats:
+    """Time ``session`` with a round of the already warm ``reference`` after each of its rounds (the
+    reference is warmed again for a tenth of the warm-up, its caches having been the network's)."""
+    stats, ref_rounds, rounds = _measure(session, reference, protocol)
+    assert ref_rounds is not None
+    ref_medians = np.array([np.median(r) for r in ref_rounds])
+    ratios = np.array([np.median(r) for r in rounds]) / ref_medians
+    return ReferencedStats(stats, float(np.median(ref_medians)), float(np.median(ratios)))
+
+
+def _measure(
+    session: Session, reference: Session | None, protocol: ProtocolConfig
+) -> tuple[LatencyStats, list[np.ndarray] | None, list[np.ndarray]]:
+    _warm_up(session, protocol.warmup_ms)
+    if reference is not None:
+        _warm_up(reference, protocol.warmup_ms / 10)
+
+    def pair() -> tuple[np.ndarray, np.ndarray | None]:
+        mine = _round(session, protocol)
+        return mine, None if reference is None else _round(reference, protocol)
+
+    def judged() -> list[np.ndarray]:
+        """The rounds the tolerances apply to: relative to the reference beside them when there is one
+        (a slowdown of the whole host is then no reason to measure again)."""
+        return [mine if ref is None else mine / np.median(ref) for mine, ref in pairs]
+
+    pairs = [pair() for _ in range(protocol.rounds)]
     remeasured = 0
-    bad = noisy_rounds(rounds, protocol)
+    bad = noisy_rounds(judged(), protocol)
     # One round at a time, worst first: a single disturbed round moves the median of the rest little.
     while bad and remeasured < protocol.max_remeasures:
-        rounds[bad[0]] = _round(session, protocol)
+        pairs[bad[0]] = pair()
         remeasured += 1
-        bad = noisy_rounds(rounds, protocol)
+        bad = noisy_rounds(judged(), protocol)
+    rounds = [mine for mine, _ in pairs]
     medians = np.array([np.median(r) for r in rounds])
     every = np.concatenate(rounds)
     p90, p95, p99 = np.percentile(every, [90, 95, 99])
-    return LatencyStats(
+    stats = LatencyStats(
         median_ms=float(np.median(medians)),
         mean_ms=float(every.mean()),
         p90_ms=float(p90),
@@ -84,3 +134,5 @@ def measure(session: Session, protocol: ProtocolConfig) -> LatencyStats:
         remeasured=remeasured,
         noisy=bool(bad),
     )
+    ref_rounds = None if reference is None else [ref for _, ref in pairs if ref is not None]
+    return stats, ref_rounds, rounds

@@ -44,15 +44,21 @@ def test_profile_rows_sidecar_and_resume(tmp_path) -> None:  # type: ignore[no-u
     out = tmp_path / "p.parquet"
     backend = CountingBackend()
     prof = _profile(out, backend, samples=6)
-    assert len(prof.rows) == 6 and backend.loaded == 6
+    assert len(prof.rows) == 6 and backend.loaded == 7  # and the dense reference, beside every 2nd row
+    assert list(prof.rows["reference_beside"]) == [True, False] * 3
+    assert prof.reference_ms() == prof.latency_ms()[0]
     assert list(prof.rows["kind"][:2]) == ["dense", "narrowest"]
     meta = json.loads((tmp_path / "p.json").read_text())
     assert meta["backend"] == "counting" and meta["device"]["cpu"] == "test-cpu"
     assert meta["input_shape"] == [1, 3, 32, 32] and len(meta["groups"]) == 12
     # Dense is slowest: the double's latency follows parameters.
     assert prof.latency_ms()[0] == prof.latency_ms().max()
+    assert len(meta["runs"]) == 1 and meta["runs"][0]["threads"] is None  # the double has no threads
     again = _profile(out, backend, samples=9)  # a rerun measures only the 3 new networks
-    assert len(again.rows) == 9 and backend.loaded == 9
+    assert len(again.rows) == 9 and backend.loaded == 11
+    assert len(again.meta["runs"]) == 2
+    _profile(out, backend, samples=9)  # nothing new: not even the reference is loaded
+    assert backend.loaded == 11
     assert again.widths()[:6] == prof.widths()
 
 
@@ -165,6 +171,6 @@ def test_sigkill_loses_at_most_the_network_in_flight(tmp_path) -> None:  # type:
     subprocess.run(_profile_command(out, samples), check=True, stderr=subprocess.DEVNULL)
     after = read_profile(out).rows
     assert len(after) == samples and sorted(after["sample_id"]) == list(range(samples))
-    kept = after.set_index("sample_id").loc[before["sample_id"], "latency_ms"]
-    assert np.array_equal(kept.to_numpy(), before["latency_ms"].to_numpy())  # not measured again
+    kept = after.set_index("sample_id").loc[before["sample_id"], ["raw_ms", "reference_beside"]]
+    assert np.array_equal(kept.to_numpy(), before[["raw_ms", "reference_beside"]].to_numpy())  # not again
     assert not list(tmp_path.glob(".*.tmp"))

@@ -145,7 +145,7 @@ def test_profile_model_measures_the_plan_then_the_acquirers_picks_and_resumes(tm
     acquirer = ScriptedAcquirer(model)
     prof = _active_profile(out, backend, acquirer, samples=8, initial=4)
     plan = plan_samples(tiny_groups(model), SamplingConfig(samples=8))
-    assert len(prof.rows) == 8 and backend.loaded == 8
+    assert len(prof.rows) == 8 and backend.loaded == 9  # and the reference
     assert list(prof.rows["kind"]) == [k for k, _ in plan[:4]] + ["active"] * 4
     assert prof.widths()[:4] == [w for _, w in plan[:4]]
     assert prof.widths()[4:] == acquirer.fresh[:4]  # the measured dense network is skipped, n caps
@@ -155,7 +155,7 @@ def test_profile_model_measures_the_plan_then_the_acquirers_picks_and_resumes(tm
     assert len(_active_profile(out, again, acquirer, samples=8, initial=4).rows) == 8
     assert again.loaded == 0 and acquirer.calls == [4, 1]
     more = _active_profile(out, again, acquirer, samples=10, initial=4)  # grows by active rows only
-    assert again.loaded == 2 and list(more.rows["kind"][8:]) == ["active"] * 2
+    assert again.loaded == 3 and list(more.rows["kind"][8:]) == ["active"] * 2
     assert list(more.rows["sample_id"]) == list(range(10))
     planned = profile_model(  # a plain rerun: the plan's rows, with sample ids still unique
         model, model_spec="tiny", num_classes=10, input_shape=INPUT, backend=again,
@@ -173,7 +173,7 @@ def test_profile_model_stops_when_the_acquirer_has_nothing_new(tmp_path: Path) -
         acquire=lambda profile, n: profile.widths()[:n], initial=3,
         on_sample=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
-    assert len(prof.rows) == 3 and backend.loaded == 3 and progress == [(1, 8), (2, 8), (3, 8)]
+    assert len(prof.rows) == 3 and backend.loaded == 4 and progress == [(1, 8), (2, 8), (3, 8)]
 
 
 def test_active_acquirer_drives_a_real_profile(tmp_path: Path) -> None:
