@@ -36,3 +36,12 @@ class CountingBackend(LatencyBackend):
     def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
         self.loaded += 1
         return _ParamSession(sum(p.numel() for p in model.parameters()))
+
+
+class SlowedBackend(CountingBackend):
+    """The same device as :class:`CountingBackend` (same fingerprint), running twice as slow: a host
+    busier at search time than when it was profiled."""
+
+    def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
+        self.loaded += 1
+        return _ParamSession(2 * sum(p.numel() for p in model.parameters()))

@@ -32,8 +32,10 @@ from autoprune.search import (
     check_budget,
     get_criterion,
     open_study,
+    reference_scale,
     resolve_budget,
     run_strategy,
+    search_reference,
     select_by_measurement,
     space_for,
     strategy_class,
@@ -57,6 +59,7 @@ class SearchResult:
 def _predictor(
     path: str | Path, confidence: float | None
 ) -> tuple[LatencyPredictor, Callable[[Widths], float]]:
+    """The predictor, and the latency the budget constrains (in the profile's conditions)."""
     lp = LatencyPredictor.load(path)
     if confidence is None:
         return lp, lp.predict
@@ -88,7 +91,7 @@ def search(
     strategy = strategy_class(config.strategy).from_config(config)  # unknown names fail before any work
     get_criterion(config.criterion)
     ds = load_dataset(data, image_size=image_size)
-    lp, predict_ms = _predictor(predictor, config.budget_confidence)
+    lp, predict_profile_ms = _predictor(predictor, config.budget_confidence)
     net, classes = load_model(model, checkpoint=checkpoint, num_classes=ds.num_classes)
     input_shape = list(lp.meta["input_shape"])
     if list(ds.input_shape) != input_shape[1:]:
@@ -128,17 +131,32 @@ def search(
         directions=settings.directions,
         pruner=settings.pruner,
     )
-    budget_ms = resolve_budget(
+    # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
+    # now converts them to the device's conditions now, in which the budget and the finalists are.
+    reference_ms = search_reference(
         opt_study,
-        budget_ms=config.budget_ms,
-        budget_ratio=config.budget_ratio,
-        measure_dense=lambda: (
+        lambda: (
             time_widths(net, [dense_w], backend=backend, input_shape=input_shape, protocol=protocol)[
                 0
             ].median_ms
         ),
     )
-    check_budget(budget_ms, fastest_ms=float(lp.meta.get("narrowest_ms") or lp.predict(space.narrowest())))
+    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=reference_ms)
+    reporter.log(
+        f"dense network measured at {reference_ms:.4f} ms now: profile latencies scaled by {scale:.3f}"
+    )
+
+    def predict_ms(widths: Widths) -> float:
+        return scale * predict_profile_ms(widths)
+
+    budget_ms = resolve_budget(
+        opt_study,
+        budget_ms=config.budget_ms,
+        budget_ratio=config.budget_ratio,
+        measure_dense=lambda: reference_ms,
+    )
+    narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(space.narrowest())
+    check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))
     batches = calibration_batches(ds.train, count=config.calibration_batches, seed=config.seed)
     scores = channel_scores(net, example, config.criterion, batches=batches)
 
@@ -196,6 +214,8 @@ def search(
         "measured_ms": chosen.measured_ms,
         "margin": chosen.margin,
         "dense_ms": dense.latency_ms,
+        "reference_ms": reference_ms,
+        "profile_scale": scale,
         "val_accuracy": final.accuracy,
         "test_accuracy": final.test_accuracy,
         "strategy": strategy.name,

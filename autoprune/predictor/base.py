@@ -91,6 +91,7 @@ class LatencyPredictor(ABC):
             "profile": str(profile.path),
             "dense_ms": float(latency[kinds == "dense"][0]) if (kinds == "dense").any() else None,
             "narrowest_ms": float(latency[kinds == "narrowest"][0]) if (kinds == "narrowest").any() else None,
+            "reference_ms": profile.reference_ms(),  # the unit of the drift-corrected latencies
             "rows": len(idx),
         }
         return self

@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
-from autoprune.search.budget import check_budget, margin_for, record_budget, resolve_budget, within_budget
+from autoprune.search.budget import (
+    check_budget,
+    margin_for,
+    record_budget,
+    reference_scale,
+    resolve_budget,
+    search_reference,
+    within_budget,
+)
 from autoprune.search.criteria import (
     Criterion,
     channel_scores,
@@ -55,10 +63,12 @@ __all__ = [
     "open_study",
     "ranked_candidates",
     "record_budget",
+    "reference_scale",
     "register_criterion",
     "register_strategy",
     "resolve_budget",
     "run_strategy",
+    "search_reference",
     "select_by_measurement",
     "space_for",
     "strategy_class",

@@ -11,6 +11,21 @@ import optuna
 from autoprune.errors import BudgetError, ConfigError
 
 
+def search_reference(study: optuna.Study, measure_dense: Callable[[], float]) -> float:
+    """The dense network's latency on the device when the study began: what a budget ratio is a ratio
+    of, and what converts a drift-corrected profile's latencies to the device's conditions now. Recorded
+    on the study, so a resumed search converts as it did."""
+    if "reference_ms" not in study.user_attrs:
+        study.set_user_attr("reference_ms", float(measure_dense()))
+    return float(study.user_attrs["reference_ms"])
+
+
+def reference_scale(*, profile_reference_ms: float | None, reference_ms: float) -> float:
+    """What a profile's latencies are multiplied by to be in this search's conditions: the reference
+    measured now over the profile's reference (1 for a predictor fit on a profile without one)."""
+    return 1.0 if not profile_reference_ms else reference_ms / float(profile_reference_ms)
+
+
 def resolve_budget(
     study: optuna.Study,
     *,

@@ -81,3 +81,17 @@ def test_two_objectives_report_a_pareto_front_and_a_rerun_resumes(
     assert json.loads((out / "search.json").read_text())["trials"] == trials >= 4
     with pytest.raises(ConfigError, match="other settings"):
         _search(exact_run, out, strategy="knapsack")
+
+
+@pytest.mark.slow
+def test_the_search_converts_the_profile_to_the_devices_speed_now(
+    exact_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profiled at one speed, searched at half of it: the dense network timed at search time rescales the
+    predictions, so the finalists' predicted latencies match what they measure now."""
+    monkeypatch.setitem(backends._BACKENDS, "counting", "doubles:SlowedBackend")
+    result = _search(exact_run, tmp_path / "slowed", strategy="knapsack", budget_ratio=0.6)
+    finalists = json.loads((tmp_path / "slowed" / "search.json").read_text())["finalists"]
+    for f in finalists:
+        assert 0.8 < f["predicted_ms"] / f["measured_ms"] < 1.25, f  # unscaled, they would be about 0.5
+    assert result.budget_ms == pytest.approx(0.6 * result.dense.latency_ms)

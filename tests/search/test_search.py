@@ -12,7 +12,9 @@ from autoprune.search import (
     check_budget,
     margin_for,
     record_budget,
+    reference_scale,
     resolve_budget,
+    search_reference,
     select_by_measurement,
     within_budget,
 )
@@ -110,6 +112,15 @@ def test_budget_is_recorded_once_and_a_rerun_keeps_or_refuses_it() -> None:
         record_budget(study, first * 0.9, strategy="optuna")
     with pytest.raises(ConfigError, match="strategy"):
         record_budget(study, first, strategy="knapsack")
+
+
+def test_the_search_reference_is_measured_once_per_study_and_scales_the_profile() -> None:
+    study = optuna.create_study(direction="maximize")
+    timings = iter([0.8, 0.5])
+    assert search_reference(study, lambda: next(timings)) == 0.8
+    assert search_reference(study, lambda: next(timings)) == 0.8  # resumed: converts as it did
+    assert reference_scale(profile_reference_ms=0.4, reference_ms=0.8) == 2.0
+    assert reference_scale(profile_reference_ms=None, reference_ms=0.8) == 1.0  # a profile without one
 
 
 def test_budget_below_the_fastest_network_is_rejected() -> None:
