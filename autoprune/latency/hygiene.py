@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
+
 
 def load_average() -> float | None:
     """The 1-minute load average, or None where the OS has none (Windows)."""
@@ -19,10 +21,11 @@ def load_average() -> float | None:
 
 @contextmanager
 def pinned(cores: int) -> Iterator[list[int] | None]:
-    """Pin this process to the last ``cores`` of the CPUs it may run on (the same ones every time, and
-    away from CPU 0, where interrupts and most other work land), restoring its affinity on exit. Yields
-    the pinned CPUs, or None where the OS has no affinity call (macOS, Windows) or ``cores`` is not less
-    than the CPUs available (nothing to choose)."""
+    """Pin this thread (and the threads it starts) to the last ``cores`` of the CPUs it may run on (the
+    same ones every time, and away from CPU 0, where interrupts and most other work land), with torch's
+    own thread pool cut to as many threads (more threads than cores spin against each other), restoring
+    both on exit. Yields the pinned CPUs, or None where the OS has no affinity call (macOS, Windows) or
+    ``cores`` is not less than the CPUs available (nothing to choose)."""
     if not hasattr(os, "sched_setaffinity"):
         yield None
         return
@@ -30,12 +33,14 @@ def pinned(cores: int) -> Iterator[list[int] | None]:
     if cores < 1 or cores >= len(allowed):
         yield None
         return
-    chosen = allowed[-cores:]
+    chosen, threads = allowed[-cores:], torch.get_num_threads()
     os.sched_setaffinity(0, chosen)
+    torch.set_num_threads(min(threads, cores))
     try:
         yield chosen
     finally:
         os.sched_setaffinity(0, allowed)
+        torch.set_num_threads(threads)
 
 
 def host_record(
