@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-deviation", type=float, default=0.03, help="re-measure a round this far from the median"
     )
     p.add_argument("--max-remeasures", type=int, default=3, help="re-measured rounds per network, at most")
+    p.add_argument(
+        "--reference-every",
+        type=int,
+        default=2,
+        help="time the dense network beside every K-th network to correct for drift (0: never; default 2)",
+    )
     p.add_argument("--lut", action="store_true", help="also measure the per-layer lookup table (HALP)")
     p.add_argument("--lut-grid", type=int, default=8, help="widths per axis in the lookup table")
     p.add_argument(
@@ -270,6 +276,7 @@ def _run(args: argparse.Namespace) -> None:
                     min_round_ms=args.min_round_ms,
                     max_deviation=args.max_deviation,
                     max_remeasures=args.max_remeasures,
+                    reference_every=args.reference_every,
                 ),
                 lut_grid=args.lut_grid if args.lut else None,
                 active=args.active,

@@ -7,8 +7,10 @@ ensemble's confidence bound, and active against random profiling.
 Default profiles: every shipped ``latency_profiles/**/*.parquet``. For each it runs ``autoprune.api.fit``'s
 comparison (``predictor.compare``: one held-out split of 20 % and k-fold over the rows the profiler did
 not flag noisy). With ``--remeasure`` and when this machine is the profile's device, the held-out
-networks are measured once more with the profile's backend and protocol: "measured again" is how well a
-second measurement predicts the first, the floor under any predictor's error. Query time is ``predict``
+networks are profiled once more with the profile's backend and protocol, the dense reference beside
+them: "measured again" is how well a second drift-corrected measurement (in the profile's unit, as a
+search converts it) predicts the first, the floor under any predictor's error; "measured again, raw"
+compares the raw latencies. Query time is ``predict``
 on 1000 candidates; one real measurement's cost is the re-measurement's wall time per network.
 
 The active-profiling curve is a pool-based simulation on an already measured profile (no new
@@ -24,14 +26,15 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from autoprune.config import FitConfig, ProtocolConfig
-from autoprune.latency import Profile, device_identity, get_backend, read_profile, time_widths
+from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig
+from autoprune.latency import Profile, device_identity, get_backend, profile_model, read_profile
 from autoprune.latency.fingerprint import cpu_model, versions
 from autoprune.models import create_model
 from autoprune.predictor import (
@@ -59,26 +62,37 @@ curve is a replay on measured rows, so its held-out set carries the same noise: 
 noisy, choosing where the ensemble disagrees picks mostly noise, and it tracks random sampling."""
 
 
-def remeasure(prof: Profile, rows: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """The given rows measured again here (None when this is not the profile's device)."""
+def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] | None:
+    """The given rows profiled again here, into a fresh profile with the same backend, protocol and
+    reference (None when this is not the profile's device): their raw latencies, and their
+    drift-corrected ones in the profile's unit (ratio to the reference beside them x the profile's
+    reference latency), as a search converts them."""
     meta = prof.meta
     backend = get_backend(meta["backend"], **meta["backend_settings"])
     if device_identity(backend.fingerprint()) != device_identity(meta["device"]):
         print(f"skip re-measuring {prof.path}: another device", file=sys.stderr)
         return None
-    model = create_model(meta["model"], num_classes=meta["num_classes"]).eval()
     widths = [prof.widths()[i] for i in rows]
     t0 = time.perf_counter()
-    timings = time_widths(
-        model,
-        widths,
-        backend=backend,
-        input_shape=meta["input_shape"],
-        protocol=ProtocolConfig.from_dict(meta["protocol"]),
-        repeats=1,
-    )
-    ms = [t.median_ms for t in timings]
-    return np.asarray(ms, float), (time.perf_counter() - t0) / len(widths)
+    with tempfile.TemporaryDirectory() as tmp:
+        again = profile_model(
+            create_model(meta["model"], num_classes=meta["num_classes"]).eval(),
+            model_spec=meta["model"],
+            num_classes=meta["num_classes"],
+            input_shape=meta["input_shape"],
+            backend=backend,
+            sampling=SamplingConfig.from_dict({**meta["sampling"], "samples": len(widths)}),
+            protocol=ProtocolConfig.from_dict(meta["protocol"]),
+            out=Path(tmp) / "again.parquet",
+            acquire=lambda _profile, _wanted: widths,  # exactly these networks, in this order
+            initial=0,
+        )
+    assert again.widths() == widths
+    return {
+        "raw": again.latency_ms(raw=True),
+        "corrected": again.rows["ratio"].to_numpy(dtype=float) * float(prof.reference_ms() or np.nan),
+        "seconds": (time.perf_counter() - t0) / len(widths),
+    }
 
 
 def bench_profile(path: Path, args: argparse.Namespace) -> dict:
@@ -111,8 +125,9 @@ def bench_profile(path: Path, args: argparse.Namespace) -> dict:
         "held": len(held),
         "comparison": comparison,
         "coverage": coverage,
-        "again": latency_metrics(again[0], measured) if again else None,
-        "measure_s": again[1] if again else None,
+        "again": latency_metrics(again["corrected"], measured) if again else None,
+        "again_raw": latency_metrics(again["raw"], clean.latency_ms(raw=True)[held]) if again else None,
+        "measure_s": again["seconds"] if again else None,
     }
 
 
@@ -176,13 +191,14 @@ def main() -> None:
     for r in results:
         c = r["comparison"]
         rows = predictor_rows(c.results)
-        if r["again"]:
-            a = r["again"]
-            rows.append(
-                ["measured again", f"{a['mape']:.2f}", f"{a['within_5']:.1f}", f"{a['within_10']:.1f}",
-                 f"{a['rmse_ms']:.4f}", f"{a['kendall_tau']:.3f}", "-", "-", "-", "-",
-                 f"{1e6 * r['measure_s']:.0f}"]
-            )  # fmt: skip
+        for label, key in (("measured again", "again"), ("measured again, raw", "again_raw")):
+            if r[key]:
+                a = r[key]
+                rows.append(
+                    [label, f"{a['mape']:.2f}", f"{a['within_5']:.1f}", f"{a['within_10']:.1f}",
+                     f"{a['rmse_ms']:.4f}", f"{a['kendall_tau']:.3f}", "-", "-", "-", "-",
+                     f"{1e6 * r['measure_s']:.0f}"]
+                )  # fmt: skip
         lines += [
             f"## {r['model']} (`{r['path']}`)",
             "",
