@@ -25,13 +25,9 @@ from autoprune.export.tensorrt import (
     sidecar_path,
 )
 from autoprune.graph import ChannelGraph, apply_widths, narrowest_widths
-from autoprune.latency.trt_engine import EngineConfig, tensorrt_available
+from autoprune.latency.trt_engine import EngineConfig
 from autoprune.models import create_model
 
-needs_tensorrt = pytest.mark.skipif(
-    not tensorrt_available(),
-    reason="TensorRT is not installed here (needs an NVIDIA GPU and the tensorrt wheel)",
-)
 IDENTITY = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.13.3.9"}
 QUICK = ProtocolConfig(warmup_ms=20.0, iterations=10, min_round_ms=5.0, rounds=2)
 
@@ -167,7 +163,6 @@ def test_export_without_tensorrt_names_the_install(tmp_path: Path) -> None:
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_round_trip_matches_torch_and_describes_itself(tmp_path: Path, precision: str) -> None:
     from autoprune.export.tensorrt import load_engine
@@ -193,7 +188,6 @@ def test_engine_round_trip_matches_torch_and_describes_itself(tmp_path: Path, pr
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_over_budget_is_a_budget_error_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(BudgetError, match=r"over the budget of 0\.0001 ms") as err:
         export_tensorrt(
@@ -209,7 +203,6 @@ def test_over_budget_is_a_budget_error_and_writes_nothing(tmp_path: Path) -> Non
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_within_budget_records_the_measurement(tmp_path: Path) -> None:
     result = export_tensorrt(
         _pruned_resnet(),

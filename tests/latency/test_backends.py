@@ -81,25 +81,19 @@ def _ort_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-needs_gpu = pytest.mark.skipif(not _cuda(), reason="no CUDA GPU on this machine")
-
-
 @pytest.mark.gpu
-@needs_gpu
 class TestTorchCUDA(BackendContract):
     name = "torch"
     options: ClassVar[dict[str, Any]] = {"device": "cuda"}
 
 
 @pytest.mark.gpu
-@needs_gpu
 class TestTorchCUDAGraphFP16(BackendContract):
     name = "torch"
     options: ClassVar[dict[str, Any]] = {"device": "cuda", "precision": "fp16", "cuda_graph": True}
 
 
 @pytest.mark.gpu
-@needs_gpu
 class TestTorchCUDATransfers(BackendContract):
     name = "torch"
     options: ClassVar[dict[str, Any]] = {"device": "cuda", "transfers": True}

@@ -1,11 +1,14 @@
 """The tensorrt backend and the shared engine settings. Tests marked ``tensorrt`` need TensorRT and a CUDA
-GPU and are skipped elsewhere; the rest check the logic that does not (settings validation, the fp16
-graph, the engine identity, the errors a machine without TensorRT gives)."""
+GPU: skipped where either is absent, failed where installed but broken (tests/hardware.py). The rest
+check the logic that does not (settings validation, the fp16 graph, the engine identity, the errors a
+machine without TensorRT gives)."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 import types
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,12 +27,9 @@ from autoprune.latency.trt_engine import (
     engine_mismatch,
     engine_onnx,
     require_cuda,
-    tensorrt_available,
 )
 from autoprune.models import create_model
 
-TRT_REASON = "TensorRT is not installed here (needs an NVIDIA GPU and the tensorrt wheel)"
-needs_tensorrt = pytest.mark.skipif(not tensorrt_available(), reason=TRT_REASON)
 IDENTITY = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.13.3.9"}
 
 
@@ -101,6 +101,31 @@ def test_without_tensorrt_the_backend_names_the_install() -> None:
     assert "--backend onnxruntime|torch" in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'raise OSError("libnvinfer.so.10: cannot open shared object file")',
+            "installed but does not import",
+        ),
+        ('__version__ = "8.6.1"', r"TensorRT 8\.6\.1 is too old"),
+    ],
+)
+def test_a_broken_or_old_tensorrt_is_not_reported_as_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, message: str
+) -> None:
+    """What tests/hardware.py fails on instead of skipping (a wheel that is there but unusable)."""
+    from autoprune.latency.trt_engine import require_tensorrt
+
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    with pytest.raises(ConfigError, match=message) as err:
+        require_tensorrt()
+    assert "\n" not in str(err.value) and "not installed" not in str(err.value)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_without_cuda_the_error_names_the_fix() -> None:
     with pytest.raises(ConfigError, match="no CUDA device"):
@@ -149,21 +174,18 @@ def test_fp32_graph_has_no_half_tensors() -> None:
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 class TestTensorRTFP32(BackendContract):
     name = "tensorrt"
     options: ClassVar[dict[str, Any]] = {"precision": "fp32"}
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 class TestTensorRTFP16(BackendContract):
     name = "tensorrt"
     options: ClassVar[dict[str, Any]] = {"precision": "fp16"}
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_fingerprint_keeps_the_tensorrt_version_in_the_device_identity() -> None:
     import tensorrt
 
@@ -174,7 +196,6 @@ def test_fingerprint_keeps_the_tensorrt_version_in_the_device_identity() -> None
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 @pytest.mark.parametrize(
     "options", [{"cuda_graph": True}, {"transfers": True}, {"precision": "fp16", "cuda_graph": True}]
 )
@@ -185,7 +206,6 @@ def test_graph_and_transfer_sessions_time_each_iteration(options: dict[str, Any]
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_runner_matches_torch_anywhere_in_the_batch_range() -> None:
     from autoprune.latency.trt_engine import EngineRunner, build_engine
 
@@ -204,7 +224,6 @@ def test_runner_matches_torch_anywhere_in_the_batch_range() -> None:
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_session_close_returns_gpu_memory() -> None:
     backend = get_backend("tensorrt")
     torch.cuda.synchronize()
@@ -217,7 +236,6 @@ def test_session_close_returns_gpu_memory() -> None:
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_int8_times_on_tensorrt_10_and_is_refused_on_11() -> None:
     import tensorrt
 
