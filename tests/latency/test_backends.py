@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import types
 from typing import Any, ClassVar
 
 import numpy as np
@@ -129,3 +130,83 @@ def test_registry_names_and_errors() -> None:
         get_backend("tensorrtx")
     with pytest.raises(ConfigError, match="threads"):
         get_backend("onnxruntime", threads=0)
+
+
+# --- GPU paths checked without a GPU: fakes for what only a GPU (or onnxruntime-gpu) would tell --------
+
+
+class _FakeOrt:
+    """An onnxruntime InferenceSession whose providers are given, recording its I/O binding calls."""
+
+    def __init__(self, providers: list[str]) -> None:
+        self.providers = providers
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, model: bytes, options: object, providers: list[object]) -> _FakeOrt:
+        return self
+
+    def get_providers(self) -> list[str]:
+        return self.providers
+
+    def io_binding(self) -> _FakeOrt:
+        return self
+
+    def bind_cpu_input(self, name: str, x: np.ndarray) -> None:
+        self.calls.append(("bind_cpu_input", name))
+
+    def bind_output(self, name: str, device: str, index: int = 0) -> None:
+        self.calls.append(("bind_output", name, device))
+
+    def bind_ortvalue_input(self, name: str, value: object) -> None:
+        self.calls.append(("bind_ortvalue_input", name))
+
+    def run_with_iobinding(self, binding: object) -> None:
+        self.calls.append(("run",))
+
+
+def _ort_with(monkeypatch: pytest.MonkeyPatch, providers: list[str]) -> _FakeOrt:
+    import onnxruntime as ort
+
+    fake = _FakeOrt(providers)
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(ort, "InferenceSession", fake)
+    monkeypatch.setattr(ort, "OrtValue", types.SimpleNamespace(ortvalue_from_numpy=lambda x, *device: x))
+    return fake
+
+
+def _tiny() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()
+
+
+def test_onnxruntime_refuses_a_cuda_session_that_fell_back_to_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CUDA listed as available but failing to load: the session would time the CPU, labelled GPU."""
+    _ort_with(monkeypatch, ["CPUExecutionProvider"])
+    backend = get_backend("onnxruntime", device="cuda")
+    with pytest.raises(ConfigError, match="could not load its CUDA execution provider") as err:
+        backend.session(_tiny(), (1, 3, 8, 8))
+    message = str(err.value)
+    assert "runs on CPUExecutionProvider" in message and "--backend torch --device cuda" in message
+    assert "\n" not in message
+
+
+def test_onnxruntime_transfers_bind_the_host_input_in_every_timed_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bind_cpu_input copies to the GPU when called: bound once, the timed runs would skip the copy."""
+    fake = _ort_with(monkeypatch, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    session = get_backend("onnxruntime", device="cuda", transfers=True).session(_tiny(), (1, 3, 8, 8))
+    assert fake.calls == [("bind_output", "logits", "cpu")]
+    session.time(3)
+    assert fake.calls[1:] == [("bind_cpu_input", "input"), ("run",)] * 3
+    fake.calls.clear()
+    get_backend("onnxruntime", device="cuda").session(_tiny(), (1, 3, 8, 8)).time(2)
+    assert fake.calls == [
+        ("bind_ortvalue_input", "input"),
+        ("bind_output", "logits", "cuda"),
+        ("run",),
+        ("run",),
+    ]
