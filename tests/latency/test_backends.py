@@ -22,6 +22,7 @@ PROTOCOL = ProtocolConfig(warmup_ms=50.0, iterations=20, min_round_ms=20.0, roun
 class BackendContract:
     name: ClassVar[str]
     options: ClassVar[dict[str, Any]] = {}
+    gpu_events: ClassVar[bool] = False  # timed with CUDA events: the session can tell enqueue-bound runs
 
     def backend(self):  # type: ignore[no-untyped-def]
         return get_backend(self.name, **self.options)
@@ -53,6 +54,18 @@ class BackendContract:
             protocol=PROTOCOL,
         )
         assert narrow_t.median_ms < dense_t.median_ms
+
+    def test_info_says_how_the_timed_runs_ran(self) -> None:
+        backend = self.backend()
+        with backend.session(create_model("resnet20").eval(), (1, 3, 32, 32)) as session:
+            session.time(5)
+            info = session.info()
+        assert isinstance(info["cuda_graph"], bool)
+        if self.gpu_events:  # resnet20 captures: a graph asked for is a graph used
+            assert info["cuda_graph"] is backend.settings()["cuda_graph"]
+            assert isinstance(info["enqueue_bound"], bool)
+        else:
+            assert info == {"cuda_graph": False, "enqueue_bound": None}
 
     def test_protocol_statistics_are_consistent(self) -> None:
         with self.backend().session(create_model("resnet20").eval(), (1, 3, 32, 32)) as session:
@@ -86,18 +99,28 @@ def _ort_cuda() -> bool:
 class TestTorchCUDA(BackendContract):
     name = "torch"
     options: ClassVar[dict[str, Any]] = {"device": "cuda"}
+    gpu_events = True
+
+
+@pytest.mark.gpu
+class TestTorchCUDANoGraph(BackendContract):
+    name = "torch"
+    options: ClassVar[dict[str, Any]] = {"device": "cuda", "cuda_graph": False}
+    gpu_events = True
 
 
 @pytest.mark.gpu
 class TestTorchCUDAGraphFP16(BackendContract):
     name = "torch"
     options: ClassVar[dict[str, Any]] = {"device": "cuda", "precision": "fp16", "cuda_graph": True}
+    gpu_events = True
 
 
 @pytest.mark.gpu
 class TestTorchCUDATransfers(BackendContract):
     name = "torch"
     options: ClassVar[dict[str, Any]] = {"device": "cuda", "transfers": True}
+    gpu_events = True
 
 
 @pytest.mark.gpu
@@ -210,3 +233,73 @@ def test_onnxruntime_transfers_bind_the_host_input_in_every_timed_run(
         ("run",),
         ("run",),
     ]
+
+
+def test_cudnn_benchmark_is_restored_when_the_last_session_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlapping sessions: closing the first must not turn autotuning off under the second."""
+    from autoprune.latency.backends.torch import _CudnnBenchmark
+
+    for before in (False, True):
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
+        flag = _CudnnBenchmark()
+        flag.acquire()  # session A opens
+        flag.acquire()  # session B opens
+        flag.release()  # A closes first
+        assert torch.backends.cudnn.benchmark is True
+        flag.release()  # B closes
+        assert torch.backends.cudnn.benchmark is before
+
+
+# --- Real GPU ------------------------------------------------------------------------------------------
+
+
+class _Uncapturable(torch.nn.Module):
+    """Reads a value back to the host in its forward: not permitted under CUDA graph capture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y * float(y.abs().max().item() > 0)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_times_without_a_graph_where_capture_fails() -> None:
+    with get_backend("torch", device="cuda").session(_Uncapturable().eval(), (1, 3, 16, 16)) as session:
+        times = session.time(5)
+        info = session.info()
+    assert info["cuda_graph"] is False and isinstance(info["enqueue_bound"], bool)
+    assert np.all(times > 0) and np.all(np.isfinite(times))
+
+
+@pytest.mark.gpu
+def test_torch_cuda_sessions_restore_cudnn_benchmark_in_any_close_order() -> None:
+    torch.backends.cudnn.benchmark = False
+    backend = get_backend("torch", device="cuda")
+    first = backend.session(create_model("resnet20").eval(), (1, 3, 32, 32))
+    second = backend.session(create_model("resnet20").eval(), (1, 3, 32, 32))
+    first.close()
+    assert torch.backends.cudnn.benchmark is True
+    second.time(3)
+    second.close()
+    assert torch.backends.cudnn.benchmark is False
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("open_in_inference_mode", [True, False])
+def test_torch_cuda_sessions_run_in_one_autograd_mode(open_in_inference_mode: bool) -> None:
+    """Opened inside or outside the caller's inference mode, a session captures, replays and copies
+    without "Inplace update to inference tensor outside InferenceMode"."""
+    backend = get_backend("torch", device="cuda", transfers=True)
+    if open_in_inference_mode:
+        with torch.inference_mode():
+            session = backend.session(create_model("resnet20").eval(), (2, 3, 32, 32))
+        times = session.time(3)
+    else:
+        session = backend.session(create_model("resnet20").eval(), (2, 3, 32, 32))
+        with torch.inference_mode():
+            times = session.time(3)
+    session.close()
+    assert np.all(times > 0)

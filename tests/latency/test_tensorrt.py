@@ -5,6 +5,7 @@ machine without TensorRT gives)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import types
@@ -177,12 +178,21 @@ def test_fp32_graph_has_no_half_tensors() -> None:
 class TestTensorRTFP32(BackendContract):
     name = "tensorrt"
     options: ClassVar[dict[str, Any]] = {"precision": "fp32"}
+    gpu_events = True
+
+
+@pytest.mark.tensorrt
+class TestTensorRTNoGraph(BackendContract):
+    name = "tensorrt"
+    options: ClassVar[dict[str, Any]] = {"cuda_graph": False}
+    gpu_events = True
 
 
 @pytest.mark.tensorrt
 class TestTensorRTFP16(BackendContract):
     name = "tensorrt"
     options: ClassVar[dict[str, Any]] = {"precision": "fp16"}
+    gpu_events = True
 
 
 @pytest.mark.tensorrt
@@ -249,4 +259,53 @@ def test_int8_times_on_tensorrt_10_and_is_refused_on_11() -> None:
         create_model("resnet20").eval(), (1, 3, 32, 32)
     ) as s:
         times = s.time(5)
+    assert np.all(times > 0)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_runner_times_without_a_graph_when_the_captured_enqueue_fails(
+    monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """As trtexec: an engine whose enqueue fails under capture (before or after TensorRT enqueued its
+    kernels into it) is timed with plain launches; the runner says so and keeps the reason."""
+    from autoprune.errors import ExportError
+    from autoprune.latency.trt_engine import EngineRunner, build_engine
+
+    engine = build_engine(create_model("resnet20").eval(), (1, 3, 32, 32), EngineConfig())
+    real = EngineRunner._execute
+
+    def execute(self: EngineRunner) -> None:
+        capturing = torch.cuda.is_current_stream_capturing()
+        if capturing and when == "before":
+            raise RuntimeError("not permitted under capture")
+        real(self)
+        if capturing:  # what a False from execute_async_v3 becomes
+            raise ExportError("TensorRT failed to enqueue the engine")
+
+    monkeypatch.setattr(EngineRunner, "_execute", execute)
+    with EngineRunner(engine, 1, cuda_graph=True) as runner:
+        assert runner.cuda_graph_used is False and runner.graph_error
+        times = runner.time(5)
+        assert np.all(times > 0) and isinstance(runner.enqueue_bound, bool)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("open_in_inference_mode", [True, False])
+def test_runner_runs_in_one_autograd_mode(open_in_inference_mode: bool) -> None:
+    """Made inside or outside the caller's inference mode, a runner captures, replays and copies without
+    "Inplace update to inference tensor outside InferenceMode"."""
+    from autoprune.latency.trt_engine import EngineRunner, build_engine
+
+    engine = build_engine(
+        create_model("resnet20").eval(), (2, 3, 32, 32), EngineConfig(opt_batch=2, max_batch=2)
+    )
+    context = torch.inference_mode() if open_in_inference_mode else contextlib.nullcontext()
+    with context:
+        runner = EngineRunner(engine, 2, transfers=True, cuda_graph=True)
+    with runner:
+        assert runner.cuda_graph_used
+        times = runner.time(3)
+        out = runner.run(torch.randn(2, 3, 32, 32, device="cuda"))["logits"]
+        out.add_(1)  # the caller's outputs are ordinary tensors
     assert np.all(times > 0)

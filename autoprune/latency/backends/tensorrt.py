@@ -36,6 +36,9 @@ class _TensorRTSession(Session):
     def time(self, iterations: int) -> np.ndarray:
         return self._runner.time(iterations)
 
+    def info(self) -> dict[str, Any]:
+        return {"cuda_graph": self._runner.cuda_graph_used, "enqueue_bound": self._runner.enqueue_bound}
+
     def close(self) -> None:
         self._runner.close()
 
@@ -47,7 +50,8 @@ class TensorRTBackend(LatencyBackend):
     ``builder_optimization_level`` 0-5 (3, TensorRT's default; lower builds faster, runs slower);
     ``tf32`` lets fp32 convolutions use TF32 (TensorRT's default); ``transfers`` times the host<->device
     copies too (default: compute only, as TensorRT 11's trtexec); ``cuda_graph`` replays one captured
-    ``execute_async_v3`` (trtexec ``--useCudaGraph``); ``timing_cache`` a file that makes rebuilding the
+    ``execute_async_v3`` (trtexec ``--useCudaGraph``; an engine that cannot be captured is launched
+    without a graph, and the session's ``info()`` says so); ``timing_cache`` a file that makes rebuilding the
     same layers faster (it does not change the tactics chosen).
 
     The fingerprint carries the TensorRT version at the top level, not only under "versions": an engine
