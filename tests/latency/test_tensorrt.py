@@ -1,7 +1,7 @@
 """The tensorrt backend and the shared engine settings. Tests marked ``tensorrt`` need TensorRT and a CUDA
 GPU: skipped where either is absent, failed where installed but broken (tests/hardware.py). The rest
-check the logic that does not (settings validation, the fp16 graph, the engine identity, the errors a
-machine without TensorRT gives)."""
+check the logic that does not (settings validation, the fp16 graph, the engine identity, the timing
+cache, the errors a machine without TensorRT gives)."""
 
 from __future__ import annotations
 
@@ -169,6 +169,35 @@ def test_fp32_graph_has_no_half_tensors() -> None:
     graph = onnx.load_from_string(engine_onnx(create_model("resnet20").eval(), (1, 3, 32, 32), "fp32"))
     assert onnx.TensorProto.FLOAT16 not in {i.data_type for i in graph.graph.initializer}
     assert not any(n.op_type == "Cast" for n in graph.graph.node)
+
+
+class _BuilderConfig:
+    """The two IBuilderConfig calls a timing cache needs; ``accept`` is what set_timing_cache returns."""
+
+    def __init__(self, accept: bool, create: bool = True) -> None:
+        self.accept, self.create = accept, create
+        self.blobs: list[bytes] = []
+
+    def create_timing_cache(self, blob: bytes) -> object | None:
+        self.blobs.append(blob)
+        return object() if self.create else None
+
+    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False  # a cache from another GPU or version must be reported, not used
+        return self.accept
+
+
+def test_timing_cache_tensorrt_refuses_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    from autoprune.latency.trt_engine._build import use_timing_cache
+
+    path = tmp_path / "layers.cache"
+    cfg = _BuilderConfig(accept=True)
+    assert use_timing_cache(cfg, path) is not None and cfg.blobs == [b""]  # absent: a new cache
+    path.write_bytes(b"cache from elsewhere")
+    for cfg in (_BuilderConfig(accept=False), _BuilderConfig(accept=True, create=False)):
+        with pytest.raises(ConfigError, match="cannot use the timing cache") as err:
+            use_timing_cache(cfg, path)
+        assert str(path) in str(err.value) and "delete it" in str(err.value) and "\n" not in str(err.value)
 
 
 # --- Real TensorRT -------------------------------------------------------------------------------------
