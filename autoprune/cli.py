@@ -32,7 +32,7 @@ def _backend_options(args: argparse.Namespace) -> dict[str, object]:
         "precision": args.precision,
         "threads": args.threads,
         "workspace_mib": args.workspace_mib,
-        "cuda_graph": args.cuda_graph or None,
+        "cuda_graph": args.cuda_graph,
         "transfers": args.transfers or None,
     }
     return {k: v for k, v in given.items() if v is not None}
@@ -70,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: the backend's: cpu, tensorrt on GPU 0)")
     p.add_argument("--precision", help="fp32 | fp16 | int8 (int8: tensorrt only; default fp32)")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (default 1)")
-    p.add_argument("--cuda-graph", action="store_true", help="replay a captured CUDA graph (torch, tensorrt)")
+    p.add_argument(
+        "--cuda-graph",
+        action=argparse.BooleanOptionalAction,
+        help="replay a captured CUDA graph, as trtexec --useCudaGraph (default: on for torch and tensorrt on "
+        "CUDA; a network that cannot be captured is timed without one, and the profile records it)",
+    )
     p.add_argument(
         "--transfers", action="store_true", help="time host<->device copies too (default: compute only)"
     )

@@ -235,6 +235,20 @@ def test_onnxruntime_transfers_bind_the_host_input_in_every_timed_run(
     ]
 
 
+def test_cuda_graph_is_on_by_default_on_cuda_and_not_applicable_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu = get_backend("torch")
+    assert cpu.settings()["cuda_graph"] is False
+    assert get_backend("torch", **cpu.settings()).settings() == cpu.settings()
+    assert get_backend("torch", cuda_graph=None).settings()["cuda_graph"] is False
+    with pytest.raises(ConfigError, match="without CUDA graphs"):
+        get_backend("torch", cuda_graph=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the constructor only asks this
+    assert get_backend("torch", device="cuda").settings()["cuda_graph"] is True
+    assert get_backend("torch", device="cuda", cuda_graph=False).settings()["cuda_graph"] is False
+
+
 def test_cudnn_benchmark_is_restored_when_the_last_session_closes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Overlapping sessions: closing the first must not turn autotuning off under the second."""
     from autoprune.latency.backends.torch import _CudnnBenchmark

@@ -200,6 +200,19 @@ def test_timing_cache_tensorrt_refuses_is_an_error_naming_the_file(tmp_path: Pat
         assert str(path) in str(err.value) and "delete it" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_tensorrt_backend_times_with_a_cuda_graph_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoprune.latency.backends import tensorrt as backend_module
+
+    fake_trt = types.SimpleNamespace(__version__="10.13.0")
+    monkeypatch.setattr(backend_module, "require_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(backend_module, "require_cuda", lambda device: None)
+    monkeypatch.setattr(backend_module, "check_precision_supported", lambda trt, precision: None)
+    settings = get_backend("tensorrt").settings()
+    assert settings["cuda_graph"] is True and settings["transfers"] is False
+    assert get_backend("tensorrt", **settings).settings() == settings
+    assert get_backend("tensorrt", cuda_graph=False).settings()["cuda_graph"] is False
+
+
 # --- Real TensorRT -------------------------------------------------------------------------------------
 
 
@@ -236,7 +249,7 @@ def test_fingerprint_keeps_the_tensorrt_version_in_the_device_identity() -> None
 
 @pytest.mark.tensorrt
 @pytest.mark.parametrize(
-    "options", [{"cuda_graph": True}, {"transfers": True}, {"precision": "fp16", "cuda_graph": True}]
+    "options", [{"cuda_graph": False}, {"transfers": True}, {"transfers": True, "cuda_graph": False}]
 )
 def test_graph_and_transfer_sessions_time_each_iteration(options: dict[str, Any]) -> None:
     with get_backend("tensorrt", **options).session(create_model("resnet20").eval(), (2, 3, 32, 32)) as s:

@@ -2,10 +2,10 @@
 
 On CUDA each iteration is bracketed by a pair of events recorded on the session's stream and read after
 one synchronisation, so the host's Python overhead is excluded as far as the GPU runs ahead of it, as
-trtexec's "GPU Compute Time". ``cuda_graph`` captures one inference in a CUDA graph and replays it
-(like trtexec ``--useCudaGraph``), which removes kernel-launch overhead: closest to a deployed engine; a
-network that cannot be captured is launched eagerly instead, and ``Session.info()`` says which ran and
-whether the timing was enqueue-bound (:mod:`autoprune.latency._cuda`).
+trtexec's "GPU Compute Time". ``cuda_graph`` (on by default on CUDA) captures one inference in a CUDA
+graph and replays it (like trtexec ``--useCudaGraph``), which removes kernel-launch overhead: closest to a
+deployed engine; a network that cannot be captured is launched eagerly instead, and ``Session.info()``
+says which ran and whether the timing was enqueue-bound (:mod:`autoprune.latency._cuda`).
 ``transfers`` adds the host-to-device copy of the input and the device-to-host copy of the output to
 every timed iteration; by default only compute is timed, as in TensorRT 11's trtexec.
 """
@@ -155,9 +155,9 @@ class _CudaSession(Session):
 
 class TorchBackend(LatencyBackend):
     """Eager PyTorch. ``device="cpu"``: ``threads`` intra-op threads (set process-wide while timing),
-    fp32. ``device="cuda"`` (or ``"cuda:N"``): fp32 or fp16 (half weights and inputs), optional CUDA
-    graph replay (where capture fails the session launches eagerly and its ``info()`` says so) and
-    host<->device copies."""
+    fp32. ``device="cuda"`` (or ``"cuda:N"``): fp32 or fp16 (half weights and inputs), CUDA graph replay
+    (``cuda_graph``, default on; where capture fails the session launches eagerly and its ``info()``
+    says so) and optional host<->device copies. ``settings()`` records ``cuda_graph`` resolved."""
 
     name = "torch"
 
@@ -167,7 +167,7 @@ class TorchBackend(LatencyBackend):
         device: str = "cpu",
         precision: str = "fp32",
         threads: int = 1,
-        cuda_graph: bool = False,
+        cuda_graph: bool | None = None,
         transfers: bool = False,
     ) -> None:
         if precision not in DTYPES:
@@ -175,7 +175,8 @@ class TorchBackend(LatencyBackend):
         if threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")
         self.device, self.precision, self.threads = device, precision, threads
-        self.cuda_graph, self.transfers = cuda_graph, transfers
+        # Default: a CUDA graph on CUDA (as trtexec times), not applicable on the CPU.
+        self.cuda_graph, self.transfers = (device != "cpu") if cuda_graph is None else cuda_graph, transfers
         if device == "cpu":
             if precision != "fp32" or cuda_graph or transfers:
                 raise ConfigError(
