@@ -204,13 +204,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="file to write (default: model.onnx or model.<precision>.engine beside pruned.pt)"
     )
     trt = p.add_argument_group("tensorrt (like trtexec --onnx=... --saveEngine=...)")
-    trt.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    trt.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        help="default: the search's, if it measured with tensorrt, else fp32",
+    )
     trt.add_argument(
         "--max-batch", type=int, help="largest batch the engine accepts (default: the profile's)"
     )
-    trt.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit")
-    trt.add_argument("--device", default="cuda", help="GPU to build and measure on: cuda or cuda:N")
-    trt.add_argument("--verify", action="store_true", help="fail when the engine measures over the budget")
+    trt.add_argument(
+        "--workspace-mib", type=int, help="builder workspace limit (default: the search's, else 1024)"
+    )
+    trt.add_argument(
+        "--device", help="GPU to build and measure on: cuda or cuda:N (default: the search's, else cuda)"
+    )
+    trt.add_argument(
+        "--verify",
+        action="store_true",
+        help="measure the engine as the search's profile did and fail when it is over the budget",
+    )
     trt.add_argument(
         "--budget-ms", type=float, help="budget for --verify (default: the search's, if TensorRT)"
     )
