@@ -32,7 +32,7 @@ def _backend_options(args: argparse.Namespace) -> dict[str, object]:
         "precision": args.precision,
         "threads": args.threads,
         "workspace_mib": args.workspace_mib,
-        "cuda_graph": args.cuda_graph or None,
+        "cuda_graph": args.cuda_graph,
         "transfers": args.transfers or None,
     }
     return {k: v for k, v in given.items() if v is not None}
@@ -70,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: the backend's: cpu, tensorrt on GPU 0)")
     p.add_argument("--precision", help="fp32 | fp16 | int8 (int8: tensorrt only; default fp32)")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (default 1)")
-    p.add_argument("--cuda-graph", action="store_true", help="replay a captured CUDA graph (torch, tensorrt)")
+    p.add_argument(
+        "--cuda-graph",
+        action=argparse.BooleanOptionalAction,
+        help="replay a captured CUDA graph, as trtexec --useCudaGraph (default: on for torch and tensorrt on "
+        "CUDA; a network that cannot be captured is timed without one, and the profile records it)",
+    )
     p.add_argument(
         "--transfers", action="store_true", help="time host<->device copies too (default: compute only)"
     )
@@ -205,13 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="file to write (default: model.onnx or model.<precision>.engine beside pruned.pt)"
     )
     trt = p.add_argument_group("tensorrt (like trtexec --onnx=... --saveEngine=...)")
-    trt.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    trt.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        help="default: the search's, if it measured with tensorrt, else fp32",
+    )
     trt.add_argument(
         "--max-batch", type=int, help="largest batch the engine accepts (default: the profile's)"
     )
-    trt.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit")
-    trt.add_argument("--device", default="cuda", help="GPU to build and measure on: cuda or cuda:N")
-    trt.add_argument("--verify", action="store_true", help="fail when the engine measures over the budget")
+    trt.add_argument(
+        "--workspace-mib", type=int, help="builder workspace limit (default: the search's, else 1024)"
+    )
+    trt.add_argument(
+        "--device", help="GPU to build and measure on: cuda or cuda:N (default: the search's, else cuda)"
+    )
+    trt.add_argument(
+        "--verify",
+        action="store_true",
+        help="measure the engine as the search's profile did and fail when it is over the budget",
+    )
     trt.add_argument(
         "--budget-ms", type=float, help="budget for --verify (default: the search's, if TensorRT)"
     )

@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
+from hardware import BrokenSetup, gpu_here, tensorrt_here
 
 from autoprune import api
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, TrainConfig
 
 # Enough to order networks, short enough for a test suite on 2 cores.
 QUICK_PROTOCOL = ProtocolConfig(warmup_ms=20.0, iterations=5, min_round_ms=5.0, rounds=2)
+
+
+_CHECKS: dict[str, Callable[[], str | None]] = {"tensorrt": tensorrt_here, "gpu": gpu_here}
+
+
+@cache
+def _hardware(marker: str) -> tuple[str | None, str | None]:
+    """(skip reason, failure) for tests with ``marker``, looked up once per session."""
+    try:
+        return _CHECKS[marker](), None
+    except BrokenSetup as exc:
+        return None, str(exc)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``tensorrt`` or ``gpu`` skip where the GPU or TensorRT is absent and fail where it is
+    present but broken (tests/hardware.py)."""
+    for marker in _CHECKS:
+        if item.get_closest_marker(marker) is not None:
+            skip, failure = _hardware(marker)
+            if failure is not None:
+                pytest.fail(failure, pytrace=False)
+            if skip is not None:
+                pytest.skip(skip)
 
 
 @pytest.fixture(scope="session")

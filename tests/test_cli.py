@@ -13,7 +13,7 @@ import optuna
 import pytest
 import torch
 
-from autoprune.cli import main
+from autoprune.cli import _backend_options, build_parser, main
 from autoprune.graph import ChannelGraph, narrowest_widths
 from autoprune.latency import lut_path, read_lut, read_profile
 from autoprune.models import create_model, save_checkpoint
@@ -231,6 +231,17 @@ def test_gpu_and_tensorrt_requests_fail_with_the_fix_named(
         _fails(capsys, ["export", run, "--format", "tensorrt", "--precision", "fp16"], "autoprune[tensorrt]")
     _fails(capsys, ["export", run, "--format", "tensorrt", "--calib-data", "digits"], "--precision int8")
     assert not list((tmp_path / "run").glob("*.engine"))
+
+
+def test_cuda_graph_flag_is_left_to_the_backend_unless_given() -> None:
+    """No flag: each backend's default (a graph on CUDA, not applicable on the CPU, so no error there)."""
+
+    def options(*flags: str) -> dict[str, object]:
+        return _backend_options(build_parser().parse_args(["profile", "resnet20", *flags]))
+
+    assert "cuda_graph" not in options()
+    assert options("--cuda-graph")["cuda_graph"] is True
+    assert options("--no-cuda-graph")["cuda_graph"] is False
 
 
 def test_fit_compares_predictors_and_writes_table_metrics_and_plot(

@@ -149,6 +149,9 @@ class _RunnerSession(Session):
     def time(self, iterations: int) -> np.ndarray:
         return self._runner.time(iterations)
 
+    def info(self) -> dict[str, Any]:
+        return {"cuda_graph": self._runner.cuda_graph_used, "enqueue_bound": self._runner.enqueue_bound}
+
 
 def _onnx_parity(model: nn.Module, x: Tensor) -> float:
     """The fp32 ONNX graph in onnxruntime (CPU) vs torch on the CPU, as ``export_onnx`` checks it: tells an
@@ -193,15 +196,18 @@ def export_tensorrt(
     protocol: ProtocolConfig | None = None,
     onnx_parity: bool = True,
     device: int = 0,
+    transfers: bool = False,
+    cuda_graph: bool = True,
     seed: int = 0,
 ) -> TensorRTExport:
     """Build ``model``'s engine for ``config`` on CUDA ``device``, check it against torch on a random
     batch of ``input_shape`` (its batch must lie in ``config``'s batch range), optionally measure it, and
     write ``path`` (the engine) and ``sidecar_path(path)`` atomically.
 
-    ``onnx_parity`` first checks the fp32 ONNX graph in onnxruntime. The engine is measured (compute only,
-    no CUDA graph: the tensorrt backend's defaults) under ``protocol`` (default ``ProtocolConfig()``) when
-    ``verify_budget_ms`` or ``protocol`` is given; over the budget is a BudgetError. Any failure writes
+    ``onnx_parity`` first checks the fp32 ONNX graph in onnxruntime. The engine is measured under
+    ``protocol`` (default ``ProtocolConfig()``) when ``verify_budget_ms`` or ``protocol`` is given, as the
+    tensorrt backend times: ``transfers`` and ``cuda_graph`` as its options of the same names (pass the
+    profile's, so the budget means the same thing); over the budget is a BudgetError. Any failure writes
     nothing."""
     if verify_budget_ms is not None and not verify_budget_ms > 0:
         raise ConfigError(f"the latency budget must be > 0 ms, got {verify_budget_ms}")
@@ -220,7 +226,10 @@ def export_tensorrt(
     onnx_diff = _onnx_parity(model, x) if onnx_parity else None
     engine = build_engine(model, input_shape, config, calibration=calibration, device=device)
     cuda = torch.device("cuda", device)
-    with EngineRunner(engine, batch, device=device) as runner:
+    measuring = verify_budget_ms is not None or protocol is not None
+    with EngineRunner(
+        engine, batch, device=device, transfers=transfers, cuda_graph=cuda_graph and measuring
+    ) as runner:
         (got,) = runner.run(x.to(cuda)).values()
         expected = _torch_fp32(model, x, cuda)
         diff = float((got.float() - expected).abs().max())
@@ -232,9 +241,12 @@ def export_tensorrt(
                 f"(> {tolerance:.3g}): export fp32, or report it with the model spec"
             )
         io = runner.io_spec()
-        stats = None
-        if verify_budget_ms is not None or protocol is not None:
-            stats = measure(_RunnerSession(runner), protocol or ProtocolConfig())
+        stats: LatencyStats | None = None
+        measured_with: dict[str, Any] = {}
+        if measuring:
+            session = _RunnerSession(runner)
+            stats = measure(session, protocol or ProtocolConfig())
+            measured_with = session.info()
     gpu = gpu_fingerprint(device)
     if verify_budget_ms is not None and stats is not None and stats.median_ms > verify_budget_ms:
         raise BudgetError(
@@ -262,8 +274,10 @@ def export_tensorrt(
         if stats is None
         else {
             "batch": batch,
-            "transfers": False,
-            "cuda_graph": False,
+            "transfers": transfers,
+            "cuda_graph": cuda_graph,
+            "cuda_graph_used": measured_with["cuda_graph"],
+            "enqueue_bound": measured_with["enqueue_bound"],
             "protocol": (protocol or ProtocolConfig()).to_dict(),
             "budget_ms": verify_budget_ms,
         },

@@ -7,16 +7,19 @@ import hashlib
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from autoprune.api._export import TensorRTPlan, tensorrt_plan
 from autoprune.config import ProtocolConfig
 from autoprune.errors import BudgetError, ConfigError, ExportError
 from autoprune.export.tensorrt import (
     FORMAT,
     FORMAT_VERSION,
     REBUILD,
+    TensorRTExport,
     check_engine,
     check_engine_compatible,
     export_tensorrt,
@@ -25,13 +28,9 @@ from autoprune.export.tensorrt import (
     sidecar_path,
 )
 from autoprune.graph import ChannelGraph, apply_widths, narrowest_widths
-from autoprune.latency.trt_engine import EngineConfig, tensorrt_available
+from autoprune.latency.trt_engine import EngineConfig
 from autoprune.models import create_model
 
-needs_tensorrt = pytest.mark.skipif(
-    not tensorrt_available(),
-    reason="TensorRT is not installed here (needs an NVIDIA GPU and the tensorrt wheel)",
-)
 IDENTITY = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.13.3.9"}
 QUICK = ProtocolConfig(warmup_ms=20.0, iterations=10, min_round_ms=5.0, rounds=2)
 
@@ -163,11 +162,127 @@ def test_export_without_tensorrt_names_the_install(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+SEARCHED = {  # what a search that measured with TensorRT leaves in pruned.pt's meta
+    "backend": "tensorrt",
+    "precision": "fp16",
+    "budget_ms": 0.5,
+    "backend_settings": {
+        "precision": "fp16",
+        "device": 1,
+        "workspace_mib": 2048,
+        "builder_optimization_level": 4,
+        "tf32": False,
+        "transfers": True,
+        "cuda_graph": False,
+        "timing_cache": None,
+    },
+    "device": {"accelerator": {"gpu": IDENTITY["gpu"], "compute_capability": "9.0"}, "tensorrt": "10.13.3.9"},
+}
+
+
+def _plan(meta: dict[str, Any], **given: Any) -> TensorRTPlan:
+    options: dict[str, Any] = {
+        "batch": 4,
+        "precision": None,
+        "workspace_mib": None,
+        "max_batch": None,
+        "device": None,
+        "verify": True,
+        "budget_ms": None,
+    }
+    return tensorrt_plan(meta, **{**options, **given})
+
+
+def test_verify_measures_the_engine_the_search_profiled() -> None:
+    plan = _plan(SEARCHED)
+    assert plan.config == EngineConfig(
+        precision="fp16",
+        workspace_mib=2048,
+        min_batch=4,  # the profile's engines are built for their one batch
+        opt_batch=4,
+        max_batch=4,
+        builder_optimization_level=4,
+        tf32=False,
+    )
+    assert (plan.device, plan.transfers, plan.cuda_graph, plan.budget_ms) == (1, True, False, 0.5)
+    assert plan.searched_on == IDENTITY
+
+
+def test_export_without_verify_keeps_the_search_build_settings_and_a_batch_range() -> None:
+    plan = _plan(SEARCHED, verify=False, max_batch=8, device="cuda:0")
+    assert plan.config.batch_range == (1, 4, 8) and plan.config.precision == "fp16"
+    assert plan.device == 0 and plan.budget_ms is None and plan.searched_on is None
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"precision": "fp32"}, r"--precision fp32 \(the search's fp16\)"),
+        ({"workspace_mib": 1024}, r"--workspace-mib 1024 \(the search's 2048\)"),
+        ({"max_batch": 8}, "drop --max-batch"),
+    ],
+)
+def test_verify_refuses_other_settings_than_the_search_measured(given: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        _plan(SEARCHED, **given)
+    assert "\n" not in str(err.value)
+
+
+def test_verify_with_its_own_budget_may_build_otherwise_but_times_as_the_profile() -> None:
+    plan = _plan(SEARCHED, precision="fp32", budget_ms=2.0)
+    assert plan.config.precision == "fp32" and plan.budget_ms == 2.0 and plan.searched_on is None
+    assert (plan.transfers, plan.cuda_graph) == (True, False)  # still the profile's timing
+
+
+def test_verify_after_another_backend_needs_a_budget_and_uses_the_tensorrt_defaults() -> None:
+    meta = {
+        "backend": "onnxruntime",
+        "precision": "fp32",
+        "budget_ms": 0.3,
+        "backend_settings": {"threads": 1},
+    }
+    with pytest.raises(ConfigError, match=r"measured with onnxruntime fp32: pass --budget-ms"):
+        _plan(meta)
+    plan = _plan(meta, budget_ms=1.0)
+    assert plan.config == EngineConfig(min_batch=4, opt_batch=4, max_batch=4)
+    assert (plan.device, plan.transfers, plan.cuda_graph) == (0, False, True)
+
+
+def _save_run(run: Path, meta: dict[str, Any]) -> Path:
+    """A run directory whose pruned.pt carries the search's ``meta``."""
+    from autoprune.prune import prune_model, save_pruned
+
+    x = torch.zeros(1, 3, 32, 32)
+    pruned = prune_model(
+        create_model("resnet20"),
+        widths=narrowest_widths(ChannelGraph(create_model("resnet20"), x).groups, min_ratio=0.5),
+        model_spec="resnet20",
+        num_classes=10,
+        input_shape=[1, 3, 32, 32],
+    )
+    pruned.meta = meta
+    save_pruned(run / "pruned.pt", pruned)
+    return run
+
+
+def test_verify_refuses_another_gpu_than_the_search_measured_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autoprune import api
+    from autoprune.api import _export
+
+    run = _save_run(tmp_path, SEARCHED)
+    here = {**IDENTITY, "gpu": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}
+    monkeypatch.setattr(_export, "trt_fingerprint", lambda device: here)
+    with pytest.raises(ConfigError, match=r"cuda:1 is NVIDIA A100-SXM4-80GB .*export on the profiled GPU"):
+        api.export(run, format="tensorrt", verify=True)
+    assert not list(run.glob("*.engine"))
+
+
 # --- Real TensorRT -------------------------------------------------------------------------------------
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_round_trip_matches_torch_and_describes_itself(tmp_path: Path, precision: str) -> None:
     from autoprune.export.tensorrt import load_engine
@@ -193,7 +308,6 @@ def test_engine_round_trip_matches_torch_and_describes_itself(tmp_path: Path, pr
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_over_budget_is_a_budget_error_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(BudgetError, match=r"over the budget of 0\.0001 ms") as err:
         export_tensorrt(
@@ -209,7 +323,6 @@ def test_over_budget_is_a_budget_error_and_writes_nothing(tmp_path: Path) -> Non
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_within_budget_records_the_measurement(tmp_path: Path) -> None:
     result = export_tensorrt(
         _pruned_resnet(),
@@ -222,4 +335,27 @@ def test_within_budget_records_the_measurement(tmp_path: Path) -> None:
     assert result.latency is not None and 0 < result.latency.median_ms <= 1e3
     side = read_sidecar(result.path)
     assert side["latency"]["median_ms"] == result.latency.median_ms
-    assert side["measured"]["budget_ms"] == 1e3 and side["measured"]["transfers"] is False
+    measured = side["measured"]
+    assert measured["budget_ms"] == 1e3 and measured["transfers"] is False and measured["cuda_graph"] is True
+    assert measured["cuda_graph_used"] is True and isinstance(measured["enqueue_bound"], bool)
+
+
+@pytest.mark.tensorrt
+def test_verify_times_the_engine_as_the_search_profile_did(tmp_path: Path) -> None:
+    from autoprune import api
+    from autoprune.latency import get_backend
+
+    backend = get_backend("tensorrt", transfers=True, cuda_graph=False)
+    meta = {
+        "backend": "tensorrt",
+        "precision": "fp32",
+        "budget_ms": 1e3,
+        "backend_settings": backend.settings(),
+        "device": backend.fingerprint(),
+    }
+    result = api.export(_save_run(tmp_path, meta), format="tensorrt", verify=True)
+    assert isinstance(result, TensorRTExport)
+    side = read_sidecar(result.path)
+    assert side["batch_range"] == [1, 1, 1] and side["measured"]["budget_ms"] == 1e3
+    assert side["measured"]["transfers"] is True and side["measured"]["cuda_graph"] is False
+    assert side["measured"]["cuda_graph_used"] is False

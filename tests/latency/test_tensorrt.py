@@ -1,11 +1,15 @@
 """The tensorrt backend and the shared engine settings. Tests marked ``tensorrt`` need TensorRT and a CUDA
-GPU and are skipped elsewhere; the rest check the logic that does not (settings validation, the fp16
-graph, the engine identity, the errors a machine without TensorRT gives)."""
+GPU: skipped where either is absent, failed where installed but broken (tests/hardware.py). The rest
+check the logic that does not (settings validation, the fp16 graph, the engine identity, the timing
+cache, the errors a machine without TensorRT gives)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 import types
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,12 +28,9 @@ from autoprune.latency.trt_engine import (
     engine_mismatch,
     engine_onnx,
     require_cuda,
-    tensorrt_available,
 )
 from autoprune.models import create_model
 
-TRT_REASON = "TensorRT is not installed here (needs an NVIDIA GPU and the tensorrt wheel)"
-needs_tensorrt = pytest.mark.skipif(not tensorrt_available(), reason=TRT_REASON)
 IDENTITY = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.13.3.9"}
 
 
@@ -101,6 +102,31 @@ def test_without_tensorrt_the_backend_names_the_install() -> None:
     assert "--backend onnxruntime|torch" in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'raise OSError("libnvinfer.so.10: cannot open shared object file")',
+            "installed but does not import",
+        ),
+        ('__version__ = "8.6.1"', r"TensorRT 8\.6\.1 is too old"),
+    ],
+)
+def test_a_broken_or_old_tensorrt_is_not_reported_as_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, message: str
+) -> None:
+    """What tests/hardware.py fails on instead of skipping (a wheel that is there but unusable)."""
+    from autoprune.latency.trt_engine import require_tensorrt
+
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    with pytest.raises(ConfigError, match=message) as err:
+        require_tensorrt()
+    assert "\n" not in str(err.value) and "not installed" not in str(err.value)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_without_cuda_the_error_names_the_fix() -> None:
     with pytest.raises(ConfigError, match="no CUDA device"):
@@ -145,25 +171,73 @@ def test_fp32_graph_has_no_half_tensors() -> None:
     assert not any(n.op_type == "Cast" for n in graph.graph.node)
 
 
+class _BuilderConfig:
+    """The two IBuilderConfig calls a timing cache needs; ``accept`` is what set_timing_cache returns."""
+
+    def __init__(self, accept: bool, create: bool = True) -> None:
+        self.accept, self.create = accept, create
+        self.blobs: list[bytes] = []
+
+    def create_timing_cache(self, blob: bytes) -> object | None:
+        self.blobs.append(blob)
+        return object() if self.create else None
+
+    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False  # a cache from another GPU or version must be reported, not used
+        return self.accept
+
+
+def test_timing_cache_tensorrt_refuses_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    from autoprune.latency.trt_engine._build import use_timing_cache
+
+    path = tmp_path / "layers.cache"
+    cfg = _BuilderConfig(accept=True)
+    assert use_timing_cache(cfg, path) is not None and cfg.blobs == [b""]  # absent: a new cache
+    path.write_bytes(b"cache from elsewhere")
+    for cfg in (_BuilderConfig(accept=False), _BuilderConfig(accept=True, create=False)):
+        with pytest.raises(ConfigError, match="cannot use the timing cache") as err:
+            use_timing_cache(cfg, path)
+        assert str(path) in str(err.value) and "delete it" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_tensorrt_backend_times_with_a_cuda_graph_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoprune.latency.backends import tensorrt as backend_module
+
+    fake_trt = types.SimpleNamespace(__version__="10.13.0")
+    monkeypatch.setattr(backend_module, "require_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(backend_module, "require_cuda", lambda device: None)
+    monkeypatch.setattr(backend_module, "check_precision_supported", lambda trt, precision: None)
+    settings = get_backend("tensorrt").settings()
+    assert settings["cuda_graph"] is True and settings["transfers"] is False
+    assert get_backend("tensorrt", **settings).settings() == settings
+    assert get_backend("tensorrt", cuda_graph=False).settings()["cuda_graph"] is False
+
+
 # --- Real TensorRT -------------------------------------------------------------------------------------
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 class TestTensorRTFP32(BackendContract):
     name = "tensorrt"
     options: ClassVar[dict[str, Any]] = {"precision": "fp32"}
+    gpu_events = True
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
+class TestTensorRTNoGraph(BackendContract):
+    name = "tensorrt"
+    options: ClassVar[dict[str, Any]] = {"cuda_graph": False}
+    gpu_events = True
+
+
+@pytest.mark.tensorrt
 class TestTensorRTFP16(BackendContract):
     name = "tensorrt"
     options: ClassVar[dict[str, Any]] = {"precision": "fp16"}
+    gpu_events = True
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_fingerprint_keeps_the_tensorrt_version_in_the_device_identity() -> None:
     import tensorrt
 
@@ -174,9 +248,8 @@ def test_fingerprint_keeps_the_tensorrt_version_in_the_device_identity() -> None
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 @pytest.mark.parametrize(
-    "options", [{"cuda_graph": True}, {"transfers": True}, {"precision": "fp16", "cuda_graph": True}]
+    "options", [{"cuda_graph": False}, {"transfers": True}, {"transfers": True, "cuda_graph": False}]
 )
 def test_graph_and_transfer_sessions_time_each_iteration(options: dict[str, Any]) -> None:
     with get_backend("tensorrt", **options).session(create_model("resnet20").eval(), (2, 3, 32, 32)) as s:
@@ -185,7 +258,6 @@ def test_graph_and_transfer_sessions_time_each_iteration(options: dict[str, Any]
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_runner_matches_torch_anywhere_in_the_batch_range() -> None:
     from autoprune.latency.trt_engine import EngineRunner, build_engine
 
@@ -204,7 +276,6 @@ def test_runner_matches_torch_anywhere_in_the_batch_range() -> None:
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_session_close_returns_gpu_memory() -> None:
     backend = get_backend("tensorrt")
     torch.cuda.synchronize()
@@ -217,7 +288,6 @@ def test_session_close_returns_gpu_memory() -> None:
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
 def test_int8_times_on_tensorrt_10_and_is_refused_on_11() -> None:
     import tensorrt
 
@@ -231,4 +301,53 @@ def test_int8_times_on_tensorrt_10_and_is_refused_on_11() -> None:
         create_model("resnet20").eval(), (1, 3, 32, 32)
     ) as s:
         times = s.time(5)
+    assert np.all(times > 0)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_runner_times_without_a_graph_when_the_captured_enqueue_fails(
+    monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """As trtexec: an engine whose enqueue fails under capture (before or after TensorRT enqueued its
+    kernels into it) is timed with plain launches; the runner says so and keeps the reason."""
+    from autoprune.errors import ExportError
+    from autoprune.latency.trt_engine import EngineRunner, build_engine
+
+    engine = build_engine(create_model("resnet20").eval(), (1, 3, 32, 32), EngineConfig())
+    real = EngineRunner._execute
+
+    def execute(self: EngineRunner) -> None:
+        capturing = torch.cuda.is_current_stream_capturing()
+        if capturing and when == "before":
+            raise RuntimeError("not permitted under capture")
+        real(self)
+        if capturing:  # what a False from execute_async_v3 becomes
+            raise ExportError("TensorRT failed to enqueue the engine")
+
+    monkeypatch.setattr(EngineRunner, "_execute", execute)
+    with EngineRunner(engine, 1, cuda_graph=True) as runner:
+        assert runner.cuda_graph_used is False and runner.graph_error
+        times = runner.time(5)
+        assert np.all(times > 0) and isinstance(runner.enqueue_bound, bool)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("open_in_inference_mode", [True, False])
+def test_runner_runs_in_one_autograd_mode(open_in_inference_mode: bool) -> None:
+    """Made inside or outside the caller's inference mode, a runner captures, replays and copies without
+    "Inplace update to inference tensor outside InferenceMode"."""
+    from autoprune.latency.trt_engine import EngineRunner, build_engine
+
+    engine = build_engine(
+        create_model("resnet20").eval(), (2, 3, 32, 32), EngineConfig(opt_batch=2, max_batch=2)
+    )
+    context = torch.inference_mode() if open_in_inference_mode else contextlib.nullcontext()
+    with context:
+        runner = EngineRunner(engine, 2, transfers=True, cuda_graph=True)
+    with runner:
+        assert runner.cuda_graph_used
+        times = runner.time(3)
+        out = runner.run(torch.randn(2, 3, 32, 32, device="cuda"))["logits"]
+        out.add_(1)  # the caller's outputs are ordinary tensors
     assert np.all(times > 0)

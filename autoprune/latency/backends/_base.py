@@ -17,6 +17,14 @@ class Session(abc.ABC):
     def time(self, iterations: int) -> np.ndarray:
         """Run ``iterations`` inferences back to back; return each one's latency in milliseconds."""
 
+    def info(self) -> dict[str, Any]:
+        """How the timed runs actually ran, for the measurement record. ``cuda_graph`` (bool): they
+        replayed a captured CUDA graph (one asked for can fail to capture; the session then launches
+        without it). ``enqueue_bound`` (bool, None where not measured): the host's median time to
+        enqueue one inference exceeded 0.8 x its median GPU time (trtexec's "Throughput may be bound by
+        Enqueue Time"), so the latency includes the GPU waiting for the host."""
+        return {"cuda_graph": False, "enqueue_bound": None}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the session's resources."""
 

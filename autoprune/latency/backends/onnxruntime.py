@@ -3,7 +3,9 @@ execution provider where ``onnxruntime-gpu`` is installed.
 
 Each iteration is timed on the host clock around one ``run``; a CUDA run returns after its stream is
 synchronised, so its time includes launch overhead, as ``onnxruntime_perf_test`` reports it. On CUDA the
-input and output stay on the device (I/O binding) unless ``transfers`` asks for the host copies.
+input and output stay on the device (I/O binding) unless ``transfers`` asks for the host copies: then each
+timed run binds the host input (``bind_cpu_input`` copies it to the GPU at bind time) and returns the
+output to the host. A session that did not get the CUDA provider is refused, never timed on the CPU.
 """
 
 from __future__ import annotations
@@ -99,11 +101,24 @@ class OnnxRuntimeBackend(LatencyBackend):
             return _OrtSession(lambda: cpu.run(None, feed))
         provider = ("CUDAExecutionProvider", {"device_id": self._index})
         gpu = ort.InferenceSession(onnx_bytes, options, providers=[provider])
+        # get_available_providers() lists CUDA even when its libraries fail to load; the session then
+        # falls back to the CPU with a warning, and its latencies would be CPU ones labelled as GPU ones.
+        if gpu.get_providers()[:1] != ["CUDAExecutionProvider"]:
+            raise ConfigError(
+                f"onnxruntime {ort.__version__} could not load its CUDA execution provider (the session "
+                f"runs on {', '.join(gpu.get_providers())}): install the CUDA and cuDNN versions this "
+                "onnxruntime-gpu needs (its warning above names the missing library), "
+                "or use --backend torch --device cuda"
+            )
         binding = gpu.io_binding()
         if self.transfers:  # copies in and out belong to every timed run
-            binding.bind_cpu_input("input", x)
             binding.bind_output("logits", "cpu")
-        else:
-            binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", self._index))
-            binding.bind_output("logits", "cuda", self._index)
+
+            def run() -> None:
+                binding.bind_cpu_input("input", x)  # copies x to the GPU now: so bind inside the timed call
+                gpu.run_with_iobinding(binding)
+
+            return _OrtSession(run)
+        binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", self._index))
+        binding.bind_output("logits", "cuda", self._index)
         return _OrtSession(lambda: gpu.run_with_iobinding(binding))

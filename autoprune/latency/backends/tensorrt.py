@@ -36,6 +36,9 @@ class _TensorRTSession(Session):
     def time(self, iterations: int) -> np.ndarray:
         return self._runner.time(iterations)
 
+    def info(self) -> dict[str, Any]:
+        return {"cuda_graph": self._runner.cuda_graph_used, "enqueue_bound": self._runner.enqueue_bound}
+
     def close(self) -> None:
         self._runner.close()
 
@@ -47,8 +50,9 @@ class TensorRTBackend(LatencyBackend):
     ``builder_optimization_level`` 0-5 (3, TensorRT's default; lower builds faster, runs slower);
     ``tf32`` lets fp32 convolutions use TF32 (TensorRT's default); ``transfers`` times the host<->device
     copies too (default: compute only, as TensorRT 11's trtexec); ``cuda_graph`` replays one captured
-    ``execute_async_v3`` (trtexec ``--useCudaGraph``); ``timing_cache`` a file that makes rebuilding the
-    same layers faster (it does not change the tactics chosen).
+    ``execute_async_v3`` (trtexec ``--useCudaGraph``; default on; an engine that cannot be captured is
+    launched without a graph, and the session's ``info()`` says so); ``timing_cache`` a file that makes
+    rebuilding the same layers faster (it does not change the tactics chosen).
 
     The fingerprint carries the TensorRT version at the top level, not only under "versions": an engine
     and its latency belong to one TensorRT release, so profiles from two releases must not be mixed
@@ -66,13 +70,14 @@ class TensorRTBackend(LatencyBackend):
         builder_optimization_level: int = 3,
         tf32: bool = True,
         transfers: bool = False,
-        cuda_graph: bool = False,
+        cuda_graph: bool | None = None,
         timing_cache: str | None = None,
     ) -> None:
         self.device = cuda_index(device)
         self.precision, self.workspace_mib = precision, workspace_mib
         self.builder_optimization_level, self.tf32 = builder_optimization_level, tf32
-        self.transfers, self.cuda_graph, self.timing_cache = transfers, cuda_graph, timing_cache
+        self.transfers, self.timing_cache = transfers, timing_cache
+        self.cuda_graph = True if cuda_graph is None else cuda_graph
         self._engine_config(1)  # validates the build settings before anything is imported
         self._trt = require_tensorrt()
         require_cuda(self.device)

@@ -165,6 +165,19 @@ def _calibrator(trt: Any, data: _Calibration, cache: str | None) -> Any:
     return Calibrator()
 
 
+def use_timing_cache(cfg: Any, path: Path) -> Any:
+    """Load the timing cache ``path`` (a new one when absent) into builder config ``cfg``, as trtexec
+    ``--timingCacheFile``; returns the cache, to be kept until the build ends. A cache TensorRT refuses
+    (``set_timing_cache`` returns False: written by another TensorRT version or GPU) is a ConfigError."""
+    cache = cfg.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    if cache is None or not cfg.set_timing_cache(cache, False):  # False: do not ignore a mismatch
+        raise ConfigError(
+            f"TensorRT cannot use the timing cache {path} (another TensorRT version or GPU wrote it?): "
+            "delete it, or pass another timing_cache file"
+        )
+    return cache
+
+
 def build_onnx_engine(
     onnx_bytes: bytes,
     input_shape: Sequence[int],
@@ -218,11 +231,9 @@ def build_onnx_engine(
             calib_profile.set_shape(name, data.shape, data.shape, data.shape)
             cfg.set_calibration_profile(calib_profile)
         timing_cache = Path(config.timing_cache) if config.timing_cache else None
-        if timing_cache is not None:
-            blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
-            cfg.set_timing_cache(cfg.create_timing_cache(blob), False)
+        cache = None if timing_cache is None else use_timing_cache(cfg, timing_cache)  # held for the build
         serialized = builder.build_serialized_network(network, cfg)
-        del calibrator
+        del calibrator, cache
         if data is not None and data.error:
             raise ConfigError(f"{data.error}: give every int8 calibration batch the same shape")
         if serialized is None:

@@ -3,6 +3,7 @@ process-wide TensorRT logger. Nothing here imports TensorRT until called."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from typing import Any
@@ -24,7 +25,13 @@ def require_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer cannot load
-        raise ConfigError(f"TensorRT is not installed: {INSTALL_HINT}") from exc
+        if importlib.util.find_spec("tensorrt") is None:
+            raise ConfigError(f"TensorRT is not installed: {INSTALL_HINT}") from exc
+        reason = str(exc).replace("\n", " ")
+        raise ConfigError(
+            f"TensorRT is installed but does not import ({type(exc).__name__}: {reason}): reinstall it with "
+            "the CUDA libraries it needs, pip install 'autoprune[tensorrt]' on a machine with an NVIDIA GPU"
+        ) from exc
     if trt_major(trt.__version__) < 10:
         raise ConfigError(
             f"TensorRT {trt.__version__} is too old: autoprune needs 10 or newer ({INSTALL_HINT})"

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from autoprune.errors import ConfigError, ExportError
+from autoprune.latency._cuda import EnqueueTimes, capture_graph, session_mode, time_on_stream
 from autoprune.latency.trt_engine._env import TrtLogger, last_error, require_cuda, require_tensorrt
 
 
@@ -42,7 +43,9 @@ class EngineRunner:
     Compute Time"). ``transfers`` adds the pinned host->device input copy and device->host output copy to
     every timed iteration (trtexec's default before 11; 11's default and ``--noDataTransfers`` leave them
     out). ``cuda_graph`` captures one ``execute_async_v3`` (after one warm-up enqueue, as trtexec
-    ``--useCudaGraph`` and Torch-TensorRT do) with ``torch.cuda.graph`` and replays it in ``time``.
+    ``--useCudaGraph`` and Torch-TensorRT do) with ``torch.cuda.graph`` and replays it in ``time``; when
+    the capture fails the runner launches without a graph, as trtexec does (``cuda_graph_used`` False,
+    ``graph_error`` says why). ``enqueue_bound`` flags timing bound by the host's enqueue time.
     Call ``close()`` to free the GPU memory.
     """
 
@@ -101,13 +104,12 @@ class EngineRunner:
                 for name in self.input_names:
                     self._host[name].copy_(self.buffers[name])
             self._stream = torch.cuda.Stream(self.device)
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))  # the buffers were filled there
             self._graph: torch.cuda.CUDAGraph | None = None
-            if cuda_graph:
-                self._enqueue()  # warm-up enqueue: lets TensorRT finish shape-dependent setup first
-                self._stream.synchronize()
-                self._graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self._graph, stream=self._stream):
-                    self._enqueue()
+            self.graph_error: str | None = None
+            self._enqueue_times = EnqueueTimes()
+            if cuda_graph:  # warm-up enqueue, then capture, on the runner's stream
+                self._graph, self.graph_error = capture_graph(self._stream, self._enqueue)
             self._stream.synchronize()
 
     def _batch_range(self, name: str) -> tuple[int, int, int]:
@@ -134,9 +136,22 @@ class EngineRunner:
             "outputs": [spec(n) for n in self.output_names],
         }
 
+    @property
+    def cuda_graph_used(self) -> bool:
+        """Whether ``time`` replays a captured graph (asked for and captured: see ``graph_error``)."""
+        return self._graph is not None
+
+    @property
+    def enqueue_bound(self) -> bool | None:
+        """Whether the timed runs so far were enqueue-bound (see ``autoprune.latency._cuda``)."""
+        return self._enqueue_times.bound
+
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._stream.cuda_stream):
-            raise ExportError("TensorRT failed to enqueue the engine: rebuild it on this machine")
+            raise ExportError(
+                f"TensorRT failed to enqueue the engine ({last_error(TrtLogger.get())}): "
+                "rebuild it on this machine"
+            )
 
     def _enqueue(self) -> None:
         if self.transfers:
@@ -154,28 +169,18 @@ class EngineRunner:
             raise ConfigError(f"input shape {list(x.shape)} != the runner's {list(self.buffers[name].shape)}")
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._stream):
-            self.buffers[name].copy_(x)
-            self._execute()
+            with session_mode():
+                self.buffers[name].copy_(x)
+                self._execute()
+            # cloned outside inference mode: the caller gets ordinary tensors
             outputs = {n: self.buffers[n].clone() for n in self.output_names}
         self._stream.synchronize()
         return outputs
 
     def time(self, iterations: int) -> np.ndarray:
         """Milliseconds of each of ``iterations`` back-to-back inferences (CUDA events, one sync)."""
-        events = [
-            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            for _ in range(iterations)
-        ]
-        with torch.cuda.stream(self._stream):
-            for start, end in events:
-                start.record(self._stream)
-                if self._graph is not None:
-                    self._graph.replay()
-                else:
-                    self._enqueue()
-                end.record(self._stream)
-        self._stream.synchronize()
-        return np.array([start.elapsed_time(end) for start, end in events])
+        step = self._enqueue if self._graph is None else self._graph.replay
+        return time_on_stream(self._stream, step, iterations, self._enqueue_times)
 
     def close(self) -> None:
         """Free the context's and the I/O tensors' GPU memory (context before engine before runtime)."""
