@@ -8,7 +8,9 @@ network, the *reference*, is timed round for round beside every ``protocol.refer
 timed without it, the mean of the timings before and after; ``reference_beside`` says which), ``ratio``
 the network's latency relative to the reference (the median of its round pairs' ratios), and
 ``latency_ms``, what predictors fit, is ``ratio`` times the profile's reference latency, the median of
-all the reference timings (:meth:`Profile.reference_ms`). Rows are appended atomically
+all the reference timings (:meth:`Profile.reference_ms`). ``cuda_graph`` says whether the timed runs
+replayed a CUDA graph, ``enqueue_bound`` whether the host's enqueue time exceeded 0.8 x the GPU time
+(None where not measured: CPU backends). Rows are appended atomically
 as they are measured, so killing the process loses at most the network in flight; a rerun with the same
 settings skips the networks already in the file. One process writes a profile at a time.
 
@@ -328,6 +330,7 @@ def _profile_rows(
         macs, params = count_macs_params(sub, example)
         with backend.session(sub, meta["input_shape"]) as session:
             stats, reference_ms, ratio, beside = ref.measure(session, protocol)
+            info = session.info()  # before close: a closed TensorRT session reports no graph
         records.append({
             "sample_id": sample_id,
             "kind": kind,
@@ -339,6 +342,8 @@ def _profile_rows(
             "reference_ms": reference_ms,
             "reference_beside": beside,
             "ratio": ratio,
+            "cuda_graph": bool(info["cuda_graph"]),
+            "enqueue_bound": info["enqueue_bound"],
             **{k: v for k, v in stats.to_dict().items() if k != "median_ms"},
         })  # fmt: skip
         _write_rows(out, pd.DataFrame(records))

@@ -143,6 +143,8 @@ def test_rows_carry_the_protocol_flags_and_stale_temp_files_are_removed(tmp_path
     assert not stale.exists()
     assert {"p95_ms", "cv", "remeasured", "noisy"} <= set(prof.rows.columns)
     assert not prof.rows["noisy"].any() and (prof.rows["remeasured"] == 0).all()
+    # How the timed runs ran, from the session: no CUDA graph, and enqueue time not measured on a CPU.
+    assert not prof.rows["cuda_graph"].any() and prof.rows["enqueue_bound"].isna().all()
     assert prof.meta["latency_statistic"].endswith("compute only")
 
 
