@@ -142,9 +142,6 @@ def search(
         ),
     )
     scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=reference_ms)
-    reporter.log(
-        f"dense network measured at {reference_ms:.4f} ms now: profile latencies scaled by {scale:.3f}"
-    )
 
     def predict_ms(widths: Widths) -> float:
         return scale * predict_profile_ms(widths)
@@ -157,6 +154,9 @@ def search(
     )
     narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(space.narrowest())
     check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))
+    reporter.log(
+        f"dense network measured at {reference_ms:.4f} ms now: profile latencies scaled by {scale:.3f}"
+    )
     batches = calibration_batches(ds.train, count=config.calibration_batches, seed=config.seed)
     scores = channel_scores(net, example, config.criterion, batches=batches)
 
