@@ -148,9 +148,11 @@ def main() -> None:
         "a search's conversion rest on; the dense network itself is left out of it (its ratio is 1).",
         "",
         "What limits it: the machine is shared and virtualised, so another process can slow a stretch of "
-        "time down; the protocol re-measures rounds that disagree and flags what stays noisy, but a slow "
-        "stretch longer than a whole measurement moves every round of that network together. Backends "
-        "this machine lacks (CUDA, TensorRT) are skipped, with the reason printed.",
+        "time down. A slowdown of the whole host moves the reference's rounds with the network's, and the "
+        "ratio cancels it; the protocol re-measures rounds whose ratio disagrees and flags what stays "
+        "noisy, but a disturbance that hits a network's rounds and not the reference's beside them still "
+        "shows (the worst case above: a network flagged noisy). Backends this machine lacks (CUDA, "
+        "TensorRT) are skipped, with the reason printed.",
         "",
     ]
     out = Path(args.out)
