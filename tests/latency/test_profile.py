@@ -176,3 +176,13 @@ def test_sigkill_loses_at_most_the_network_in_flight(tmp_path) -> None:  # type:
     kept = after.set_index("sample_id").loc[before["sample_id"], ["raw_ms", "reference_beside"]]
     assert np.array_equal(kept.to_numpy(), before[["raw_ms", "reference_beside"]].to_numpy())  # not again
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_format_2_profile_is_refused_with_the_command_that_remeasures_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "p.parquet"
+    _profile(out, CountingBackend(), samples=3)
+    side = tmp_path / "p.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), "format": 2}))
+    with pytest.raises(ProfileError, match="format-2 profile, measured without drift correction") as err:
+        read_profile(out)
+    assert "autoprune profile" in str(err.value) and len(str(err.value).splitlines()) == 1
