@@ -242,9 +242,9 @@ def profile_model(
 
 
 class _Reference:
-    """The dense network's session, open for the whole profile, timed beside every ``reference_every``-th
-    network; between those, rows are normalised by the last reference timing. Tracks the share of the
-    profile's time spent timing the reference."""
+    """The dense network's session, opened at the first network this run measures and kept for the run,
+    timed beside every ``reference_every``-th network (the rows between are normalised in
+    :func:`corrected`). Adds up the time spent timing it."""
 
     def __init__(
         self, model: nn.Module, input_shape: Sequence[int], backend: LatencyBackend, protocol: ProtocolConfig
@@ -276,7 +276,7 @@ class _Reference:
         return timed.stats, timed.reference_ms, timed.ratio, True
 
     def overhead(self) -> float | None:
-        """Estimated time spent timing the reference, as a fraction of the rest of the profile's time."""
+        """The time spent in the reference's timing calls, as a fraction of the rest of this run's time."""
         if self._session is None:
             return None
         spent = self._session.seconds
