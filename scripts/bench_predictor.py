@@ -1,7 +1,7 @@
 """Latency predictors on real profiles: LPNet against the baselines, the measurement noise floor, the
 ensemble's confidence bound, and active against random profiling.
 
-    python scripts/bench_predictor.py [PROFILE.parquet ...] [--folds 5] [--remeasure]
+    python scripts/bench_predictor.py [PROFILE.parquet ...] [--folds 5] [--remeasure [--work DIR]]
                                       [--active-profiles resnet20 ...] [--out docs/benchmarks/predictor.md]
 
 Default profiles: every shipped ``latency_profiles/**/*.parquet``. For each it runs ``autoprune.api.fit``'s
@@ -22,6 +22,8 @@ ensemble disagrees most; at each size an LPNet is fit on what was picked and sco
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoprune._io import write_json
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig
 from autoprune.latency import Profile, device_identity, get_backend, profile_model, read_profile
 from autoprune.latency.fingerprint import cpu_model, versions
@@ -95,6 +98,25 @@ def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] 
     }
 
 
+def cached_remeasure(prof: Profile, rows: np.ndarray, work: Path | None) -> dict | None:
+    """:func:`remeasure`, kept in ``work`` (one JSON file per profile and held-out set) so a rerun of the
+    benchmark reuses the measurements."""
+    if work is None:
+        return remeasure(prof, rows)
+    key = hashlib.sha256(f"{prof.path.resolve()}:{list(map(int, rows))}".encode()).hexdigest()[:16]
+    cache = work / f"remeasure-{prof.path.stem}-{key}.json"
+    if cache.is_file():
+        return {
+            k: np.asarray(v) if isinstance(v, list) else v for k, v in json.loads(cache.read_text()).items()
+        }
+    again = remeasure(prof, rows)
+    if again is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in again.items()}
+        write_json(cache, plain)
+    return again
+
+
 def bench_profile(path: Path, args: argparse.Namespace) -> dict:
     prof = read_profile(path)
     clean = prof.without_noisy()
@@ -116,7 +138,7 @@ def bench_profile(path: Path, args: argparse.Namespace) -> dict:
     )
     held_widths = [clean.widths()[i] for i in held]
     coverage = {c: float(np.mean(measured <= lp.predict_upper(held_widths, c))) for c in (0.9, 0.95)}
-    again = remeasure(clean, held) if args.remeasure else None
+    again = cached_remeasure(clean, held, args.work) if args.remeasure else None
     return {
         "path": path,
         "model": prof.meta["model"],
@@ -163,6 +185,7 @@ def main() -> None:
     parser.add_argument("profiles", nargs="*", type=Path)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--remeasure", action="store_true", help="measure the held-out networks again")
+    parser.add_argument("--work", type=Path, help="keep the re-measurements here, and reuse them on a rerun")
     parser.add_argument("--active-profiles", nargs="*", default=["resnet20", "vgg11_bn"])
     parser.add_argument("--active-start", type=int, default=20)
     parser.add_argument("--active-step", type=int, default=20)
