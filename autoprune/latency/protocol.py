@@ -50,13 +50,25 @@ def _round(session: Session, protocol: ProtocolConfig) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def noisy_rounds(rounds: list[np.ndarray], protocol: ProtocolConfig) -> list[int]:
-    """Indices of the rounds that break the protocol's tolerances, worst first."""
+def _badness(rounds: list[np.ndarray], protocol: ProtocolConfig) -> np.ndarray:
+    """Per round, how far it is beyond the tolerances (> 1: beyond)."""
     medians = np.array([np.median(r) for r in rounds])
-    center = float(np.median(medians))
-    deviation = np.abs(medians / center - 1.0)
+    deviation = np.abs(medians / float(np.median(medians)) - 1.0)
     iqr = np.array([np.subtract(*np.percentile(r, [75, 25])) for r in rounds]) / medians
-    badness = np.maximum(deviation / protocol.max_deviation, iqr / protocol.max_round_iqr)
+    return np.maximum(deviation / protocol.max_deviation, iqr / protocol.max_round_iqr)
+
+
+def noisy_rounds(
+    rounds: list[np.ndarray], protocol: ProtocolConfig, references: list[np.ndarray] | None = None
+) -> list[int]:
+    """Indices of the rounds that break the protocol's tolerances, worst first. With the reference's
+    rounds beside them, a round is noisy only when it breaks them both as measured and relative to the
+    reference: a slowdown of the whole host moves both alike (the ratio agrees), while on a steady host
+    dividing by the reference only adds its own noise (the raw rounds agree)."""
+    badness = _badness(rounds, protocol)
+    if references is not None:
+        relative = [r / np.median(ref) for r, ref in zip(rounds, references, strict=True)]
+        badness = np.minimum(badness, _badness(relative, protocol))
     return [int(i) for i in np.argsort(-badness) if badness[i] > 1.0]
 
 
@@ -104,19 +116,19 @@ def _measure(
         mine = _round(session, protocol)
         return mine, None if reference is None else _round(reference, protocol)
 
-    def judged() -> list[np.ndarray]:
-        """The rounds the tolerances apply to: relative to the reference beside them when there is one
-        (a slowdown of the whole host is then no reason to measure again)."""
-        return [mine if ref is None else mine / np.median(ref) for mine, ref in pairs]
+    def bad_rounds() -> list[int]:
+        rounds = [mine for mine, _ in pairs]
+        references = None if reference is None else [ref for _, ref in pairs if ref is not None]
+        return noisy_rounds(rounds, protocol, references)
 
     pairs = [pair() for _ in range(protocol.rounds)]
     remeasured = 0
-    bad = noisy_rounds(judged(), protocol)
+    bad = bad_rounds()
     # One round at a time, worst first: a single disturbed round moves the median of the rest little.
     while bad and remeasured < protocol.max_remeasures:
         pairs[bad[0]] = pair()
         remeasured += 1
-        bad = noisy_rounds(judged(), protocol)
+        bad = bad_rounds()
     rounds = [mine for mine, _ in pairs]
     medians = np.array([np.median(r) for r in rounds])
     every = np.concatenate(rounds)

@@ -9,7 +9,7 @@ import pytest
 
 from autoprune.config import ProtocolConfig
 from autoprune.errors import ConfigError
-from autoprune.latency import Session, measure
+from autoprune.latency import Session, measure, noisy_rounds
 
 # No warm-up and no minimum duration: every time() call is exactly one round.
 SCRIPTED = ProtocolConfig(warmup_ms=0.0, iterations=20, min_round_ms=0.0, rounds=3, max_remeasures=3)
@@ -76,3 +76,12 @@ def test_protocol_validation() -> None:
         ProtocolConfig(max_deviation=0)
     with pytest.raises(ConfigError, match="max_remeasures"):
         ProtocolConfig(max_remeasures=-1)
+
+
+def test_with_a_reference_a_round_is_noisy_only_when_raw_and_relative_both_disagree() -> None:
+    protocol = ProtocolConfig()
+    steady, step = [np.full(30, 1.0)] * 2 + [np.full(30, 1.0)], [np.full(30, 1.0)] * 2 + [np.full(30, 1.5)]
+    assert noisy_rounds(step, protocol) == [2]
+    assert noisy_rounds(step, protocol, references=step) == []  # the whole host slowed: the ratio agrees
+    assert noisy_rounds(steady, protocol, references=step) == []  # the reference's noise is not the network's
+    assert noisy_rounds(step, protocol, references=steady) == [2]  # the network alone slowed
