@@ -55,7 +55,8 @@ class ProtocolConfig(_Config):
     all rounds, or whose own interquartile range exceeds ``max_round_iqr`` of its median, is measured
     again, at most ``max_remeasures`` times in all; a result still noisy after that is flagged.
     A profile times its dense network as a reference beside every ``reference_every``-th network (0:
-    never), round for round, and corrects each network's latency for the host's drift by it."""
+    never; less often while it takes over 25 % of the profile's time), round for round, and corrects each
+    network's latency for the host's drift by it."""
 
     warmup_ms: float = 200.0
     iterations: int = 30

@@ -236,23 +236,28 @@ def profile_model(
         _profile_rows(model, example, groups, out, meta, records, ref, backend, protocol, sampling, on_sample,
                       acquire, initial)  # fmt: skip
         run["load_1min_end"] = load_average()
-        run["reference_overhead"] = ref.overhead()
+        run["reference_overhead"], run["reference_every"] = ref.overhead(), ref.every
         write_json(sidecar_path(out), meta)
     return read_profile(out)
+
+
+MAX_REFERENCE_OVERHEAD = 0.25
+_SETTLED = 4
 
 
 class _Reference:
     """The dense network's session, opened at the first network this run measures and kept for the run,
     timed beside every ``reference_every``-th network (the rows between are normalised in
-    :func:`corrected`). Adds up the time spent timing it."""
+    :func:`corrected`), less often while the time spent timing it exceeds ``MAX_REFERENCE_OVERHEAD`` of
+    the rest (checked once it was timed ``_SETTLED`` times)."""
 
     def __init__(
         self, model: nn.Module, input_shape: Sequence[int], backend: LatencyBackend, protocol: ProtocolConfig
     ) -> None:
         self._open = lambda: _Stopwatch(backend.session(model, input_shape))  # a resume may measure none
-        self._every = protocol.reference_every
+        self.every = protocol.reference_every
         self._session: _Stopwatch | None = None
-        self._count, self._last_ms = 0, float("nan")
+        self._since, self._timed, self._last_ms = self.every, 0, float("nan")
         self._started = time.perf_counter()
 
     def __enter__(self) -> _Reference:
@@ -265,14 +270,15 @@ class _Reference:
     def measure(self, session: Session, protocol: ProtocolConfig) -> tuple[LatencyStats, float, float, bool]:
         """The network's statistics, the reference's latency, the network's latency relative to it, and
         whether the reference was timed beside it (if not: the last timing, and no ratio yet)."""
-        beside = self._every > 0 and self._count % self._every == 0
-        self._count += 1
-        if not beside:
+        if self.every == 0 or self._since + 1 < self.every:
+            self._since += 1
             return measure(session, protocol), self._last_ms, float("nan"), False
         if self._session is None:
             self._session = self._open()
         timed = measure_referenced(session, self._session, protocol)
-        self._last_ms = timed.reference_ms
+        self._since, self._timed, self._last_ms = 0, self._timed + 1, timed.reference_ms
+        if self._timed >= _SETTLED and (self.overhead() or 0.0) > MAX_REFERENCE_OVERHEAD:
+            self.every += 1  # a wide dense network among narrow ones: time it less often
         return timed.stats, timed.reference_ms, timed.ratio, True
 
     def overhead(self) -> float | None:

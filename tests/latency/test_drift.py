@@ -88,3 +88,14 @@ def test_without_a_reference_the_latency_is_the_raw_one(tmp_path) -> None:  # ty
     prof = _profile(tmp_path, backend, every=0)
     assert not prof.rows["reference_beside"].any() and prof.reference_ms() is None
     assert np.array_equal(prof.latency_ms(), prof.latency_ms(raw=True))
+
+
+def test_the_reference_is_timed_less_often_while_its_overhead_is_too_high(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from autoprune.latency import profile as profile_module
+
+    monkeypatch.setattr(profile_module._Reference, "overhead", lambda self: 0.5)  # twice the allowance
+    prof = _profile(tmp_path, CountingBackend(), every=1)
+    beside = list(prof.rows["reference_beside"])
+    assert beside[:4] == [True] * 4  # every row, until it was timed _SETTLED times
+    assert beside[4:8] == [False, True, False, False]  # then every 2nd, then every 3rd ...
+    assert prof.meta["runs"][-1]["reference_every"] > 3
