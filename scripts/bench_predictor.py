@@ -68,8 +68,8 @@ noisy, choosing where the ensemble disagrees picks mostly noise, and it tracks r
 def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] | None:
     """The given rows profiled again here, into a fresh profile with the same backend, protocol and
     reference (None when this is not the profile's device): their raw latencies, and their
-    drift-corrected ones in the profile's unit (ratio to the reference beside them x the profile's
-    reference latency), as a search converts them."""
+    drift-corrected ones in the profile's unit (relative to the new profile's reference latency x the
+    profile's), as a search converts them; and the new profile's columns."""
     meta = prof.meta
     backend = get_backend(meta["backend"], **meta["backend_settings"])
     if device_identity(backend.fingerprint()) != device_identity(meta["device"]):
@@ -93,7 +93,11 @@ def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] 
     assert again.widths() == widths
     return {
         "raw": again.latency_ms(raw=True),
-        "corrected": again.rows["ratio"].to_numpy(dtype=float) * float(prof.reference_ms() or np.nan),
+        # Relative to its own reference, in the profile's unit: as a search converts the profile.
+        "corrected": again.latency_ms()
+        / float(again.reference_ms() or np.nan)
+        * float(prof.reference_ms() or np.nan),
+        **{c: again.rows[c].to_numpy() for c in ("raw_ms", "reference_ms", "reference_beside", "ratio")},
         "seconds": (time.perf_counter() - t0) / len(widths),
     }
 
