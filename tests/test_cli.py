@@ -257,7 +257,7 @@ def test_fit_compares_predictors_and_writes_table_metrics_and_plot(
     assert within[metrics["chosen"]] == max(within.values()) and metrics["chosen_by"] == "kfold"
     assert f"saved {metrics['chosen']} to {out}: {metrics['reason']}" in " ".join(err.split())
     _fails(capsys, [*args, "--predictor", "lut"], "needs the profile's lookup table")
-    _fails(capsys, [*args, "--predictor", "nope"], "unknown predictor 'nope'")
+    _fails(capsys, [*args, "--predictor", "nope"], "unknown predictor 'nope': use auto or one of lpnet")
     _fails(
         capsys, ["profile", "resnet20", "--budget-ms", "1", "--out", str(tmp_path / "p.parquet")], "--active"
     )

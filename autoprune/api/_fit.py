@@ -9,6 +9,7 @@ from pathlib import Path
 from autoprune._console import Reporter
 from autoprune._io import write_json
 from autoprune.config import FitConfig
+from autoprune.errors import ConfigError
 from autoprune.latency import read_profile
 from autoprune.predictor import (
     Choice,
@@ -58,6 +59,10 @@ def fit(
     usable = prof if config.include_noisy else prof.without_noisy()
     kinds = list(config.compare or [k for k in predictor_kinds() if features.lut or k not in _LUT_KINDS])
     auto = config.predictor == "auto"
+    if not auto and config.predictor not in predictor_kinds():
+        raise ConfigError(
+            f"unknown predictor '{config.predictor}': use auto or one of {', '.join(predictor_kinds())}"
+        )
     if not auto and config.predictor not in kinds:
         kinds.insert(0, config.predictor)
     options = {"lpnet": config.lpnet_options(), **{k: {"seed": config.seed} for k in _SEEDED_KINDS}}

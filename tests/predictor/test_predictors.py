@@ -155,6 +155,19 @@ def test_the_upper_bound_covers_unseen_networks_with_the_confidence_asked(kind: 
     )
 
 
+def test_compare_reports_each_bound_coverage_on_rows_its_fit_did_not_see() -> None:
+    """Over 200 out-of-fold rows the sampling sd is 2.1 points at 0.90 and 1.5 at 0.95: 3 sd allowed."""
+    profile = synthetic_profile(200, noise=0.04, seed=2)
+    _, features = _resnet20()
+    comparison = compare(profile, features, ["ridge", "flops"], kfold_coverage=True)
+    for kind in ("ridge", "flops"):
+        cover = comparison.results[kind]["coverage"]
+        assert abs(cover["kfold"]["0.90"] - 90) <= 6.3 and abs(cover["kfold"]["0.95"] - 95) <= 4.5, cover
+        assert set(cover["held_out"]) == {"0.90", "0.95"}
+        assert 0 < cover["margin"]["0.90"] < cover["margin"]["0.95"]
+    assert compare(profile, features, ["ridge"]).results["ridge"]["coverage"]["kfold"] is None  # not asked
+
+
 def test_a_bound_needs_enough_calibrating_networks() -> None:
     _, features = _resnet20()
     small = make_predictor("ridge", features).fit(synthetic_profile(12, noise=0.04))
