@@ -154,9 +154,12 @@ def choose(comparison: Comparison) -> Choice:
     alt = next((k for k in ranked if predictor_class(k).differentiable), best)
     if alt == best:
         return Choice(best, said, by)
-    hit = {k: np.abs(predicted[k] - measured) <= 0.1 * measured for k in (best, alt)}
+    hit = {k: np.abs(predicted[k] - measured) / measured <= 0.10 for k in (best, alt)}  # as latency_metrics
     diff = hit[best].astype(float) - hit[alt].astype(float)
     se = float(100 * diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    if share(alt) == share(best):
+        kept = f"{alt}'s {where} share within ±10 % ({share(alt):.1f} %) ties with {best}'s"
+        return Choice(alt, f"{kept}: the differentiable one is kept", by)
     if share(best) - share(alt) <= se:
         return Choice(
             alt,

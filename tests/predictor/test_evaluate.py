@@ -48,6 +48,8 @@ def test_lpnet_is_kept_within_one_paired_standard_error_of_the_best() -> None:
     assert choice.kind == "gb"
     assert choice.reason.endswith("lpnet's 80.0 % is more than one paired standard error (3.0 points) below")
     assert choose(comparison({"gb": range(90), "lpnet": range(91)})).kind == "lpnet"  # simply the best
+    tie = choose(comparison({"rf": range(90), "lpnet": range(90)}, close=1.0))
+    assert tie.kind == "lpnet" and "(90.0 %) ties with rf's" in tie.reason
 
 
 def test_without_folds_the_held_out_rows_decide() -> None:
