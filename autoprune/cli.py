@@ -122,22 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
         "bs<N>__<H>x<W>.parquet); its JSON sidecar is written beside it",
     )
 
+    from autoprune.predictor import predictor_kinds
+
     p = sub.add_parser(
-        "fit", help="compare latency predictors on a profile; save the chosen one (LPNet by default)"
+        "fit", help="compare latency predictors on a profile; save the most accurate (or --predictor KIND)"
     )
     p.add_argument("profile")
     p.add_argument("--out", required=True, help="predictor file to write (+ .json metrics, .calibration.png)")
     p.add_argument(
         "--predictor",
-        default="lpnet",
-        help="the one to save: lpnet | flops | lut | lut_linear | gb | rf | ridge",
+        default="auto",
+        help=f"the one to save: auto | {' | '.join(predictor_kinds())} (default auto: the highest k-fold "
+        "share within ±10 %%, LPNet when within one paired standard error of it)",
     )
     p.add_argument("--compare", nargs="+", help="predictors to compare (default: all the profile allows)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of networks held out for the metrics")
     p.add_argument("--folds", type=int, default=5, help="k-fold cross-validation folds (0: none)")
     p.add_argument("--include-noisy", action="store_true", help="also use rows the profiler flagged noisy")
     p.add_argument("--members", type=int, default=5, help="LPNet ensemble members")
-    p.add_argument("--epochs", type=int, default=1500, help="LPNet training epochs (full batch)")
+    p.add_argument("--epochs", type=int, default=600, help="LPNet training epochs (full batch)")
     p.add_argument("--hidden", type=int, default=64, help="LPNet hidden width")
     p.add_argument("--model", help="model spec, when the profile has no lookup table and its spec moved")
     p.add_argument("--seed", type=int, default=0)
@@ -157,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget-confidence",
         type=float,
-        help="constrain mean + z*std of the LPNet ensemble: feasible with this probability (e.g. 0.95)",
+        help="constrain the predictor's calibrated upper bound, not its prediction: a network drawn like "
+        "the profile's measures under it with this probability (e.g. 0.95)",
     )
     p.add_argument(
         "--strategy",
@@ -331,7 +335,8 @@ def _run(args: argparse.Namespace) -> None:
                     f"{fitted.rows['used']} ({fitted.rows['noisy_left_out']} flagged noisy left out)",
                 )
             )
-            say(f"saved {fitted.path} ({args.predictor}), {fitted.metrics_path}, {fitted.plot_path}")
+            say(f"saved {fitted.choice.kind} to {fitted.path}: {fitted.choice.reason}")
+            say(f"metrics {fitted.metrics_path}, calibration plot {fitted.plot_path}")
         elif args.command == "search":
             search_cfg = SearchConfig(
                 budget_ms=args.budget_ms,

@@ -110,12 +110,12 @@ class SamplingConfig(_Config):
 
 @dataclass(frozen=True)
 class FitConfig(_Config):
-    """``autoprune fit``: which predictor to save (``predictor``), which to compare it with
-    (``compare``; None: every one the profile allows), the held-out share and k-fold count, and
-    LPNet's ensemble and training settings. Rows the profiler flagged noisy are left out unless
-    ``include_noisy``."""
+    """``autoprune fit``: which predictor to save (``predictor``: "auto", the most accurate of those
+    compared, or a kind's name), which to compare (``compare``; None: every one the profile allows), the
+    held-out share and k-fold count, and LPNet's ensemble and training settings. Rows the profiler
+    flagged noisy are left out unless ``include_noisy``."""
 
-    predictor: str = "lpnet"
+    predictor: str = "auto"
     compare: tuple[str, ...] | None = None
     holdout: float = 0.2
     folds: int = 5
@@ -123,7 +123,7 @@ class FitConfig(_Config):
     members: int = 5
     hidden: int = 64
     layers: int = 2
-    epochs: int = 1500
+    epochs: int = 600
     lr: float = 3e-3
     weight_decay: float = 1e-5
     seed: int = 0
@@ -168,7 +168,7 @@ class SearchConfig(_Config):
     distill: bool = False  # the final fine-tune distils from the dense network
     margin: float | None = None
     lr: float = 0.05  # fine-tune lr: at 0.01 one epoch leaves a heavily pruned ResNet-20 near chance
-    budget_confidence: float | None = None  # constrain mean + z * std of the ensemble, not the mean
+    budget_confidence: float | None = None  # constrain the predictor's calibrated upper bound, not its mean
     seed: int = 0
 
     def __post_init__(self) -> None:

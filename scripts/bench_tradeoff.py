@@ -81,7 +81,7 @@ def predictor_for(work: Path, b: dict[str, Any], ckpt: Path, samples: int) -> Pa
             sampling=SamplingConfig(samples=samples, round_to=b["round_to"], min_ratio=b["min_ratio"]),
             protocol=PROTOCOL,
         )
-        api.fit(stem.with_suffix(".parquet"), out=out, config=FitConfig(folds=0))
+        api.fit(stem.with_suffix(".parquet"), out=out, config=FitConfig(predictor="lpnet", folds=0))
     return out
 
 

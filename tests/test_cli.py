@@ -249,15 +249,26 @@ def test_fit_compares_predictors_and_writes_table_metrics_and_plot(
 ) -> None:
     out = tmp_path / "pred.pt"
     args = ["fit", str(tiny_run["profile"]), "--out", str(out), "--include-noisy", "--folds", "2"]
-    assert main([*args, "--epochs", "60", "--members", "2", "--compare", "flops", "ridge"]) == 0
+    lpnet = ["--predictor", "lpnet", "--epochs", "60", "--members", "2"]
+    assert main([*args, *lpnet, "--compare", "flops", "ridge"]) == 0
     err = capsys.readouterr().err
     assert all(kind in err for kind in ("lpnet", "flops", "ridge", "k-fold MAPE %", "ms/1000 q")), err
     metrics = json.loads(out.with_suffix(".json").read_text())
     assert metrics["chosen"] == "lpnet" and set(metrics["predictors"]) == {"lpnet", "flops", "ridge"}
+    assert metrics["reason"].startswith("asked for (auto would save") and metrics["reason"] in " ".join(
+        err.split()
+    )
     assert metrics["predictors"]["flops"]["kfold"]["n"] == metrics["rows"]["used"]
     assert out.with_suffix(".calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # By default the most accurate by k-fold is saved, and the output says which and why.
+    assert main([*args, "--compare", "flops", "ridge"]) == 0
+    err = capsys.readouterr().err
+    metrics = json.loads(out.with_suffix(".json").read_text())
+    within = {k: r["kfold"]["within_10"] for k, r in metrics["predictors"].items()}
+    assert within[metrics["chosen"]] == max(within.values()) and metrics["chosen_by"] == "kfold"
+    assert f"saved {metrics['chosen']} to {out}: {metrics['reason']}" in " ".join(err.split())
     _fails(capsys, [*args, "--predictor", "lut"], "needs the profile's lookup table")
-    _fails(capsys, [*args, "--predictor", "nope"], "unknown predictor 'nope'")
+    _fails(capsys, [*args, "--predictor", "nope"], "unknown predictor 'nope': use auto or one of lpnet")
     _fails(
         capsys, ["profile", "resnet20", "--budget-ms", "1", "--out", str(tmp_path / "p.parquet")], "--active"
     )
@@ -277,7 +288,7 @@ def test_fit_compares_predictors_and_writes_table_metrics_and_plot(
             "--out",
             str(tmp_path / "s"),
         ],
-        "fit with --predictor lpnet",
+        "a 0.95 bound needs >= 19 networks to calibrate on, the predictor was fit on 12",
     )
     _fails(
         capsys,

@@ -69,11 +69,12 @@ def demo(
         reporter=reporter,
     )
     reporter.log(f"profile: {len(prof.rows)} sub-networks measured -> {prof.path}")
-    fitted = fit(prof.path, out=run / "predictor.pt", config=FitConfig(folds=0), reporter=reporter)
-    lp = fitted.metrics["lpnet"]
+    fitted = fit(prof.path, out=run / "predictor.pt", config=FitConfig(), reporter=reporter)
+    kind = fitted.choice.kind
+    held = fitted.metrics[kind]
     reporter.log(
-        f"LPNet held-out: MAPE {lp['mape']:.2f} %, within ±10 % {lp['within_10']:.0f} %, "
-        f"Kendall τ {lp['kendall_tau']:.3f}"
+        f"predictor {kind} ({fitted.choice.reason}); held-out: MAPE {held['mape']:.2f} %, "
+        f"within ±10 % {held['within_10']:.0f} %, Kendall τ {held['kendall_tau']:.3f}"
     )
     config = SearchConfig(
         budget_ratio=budget_ratio, trials=trials, finetune_epochs=finetune_epochs, final_epochs=final_epochs
@@ -92,7 +93,10 @@ def demo(
     sections = {
         "Profile": profile_section(prof.path, prof.meta, list(prof.latency_ms())),
         "Latency predictors": fit_section(
-            len(fitted.comparison.measured), fitted.rows, fitted.comparison.results, "LPNet"
+            len(fitted.comparison.measured),
+            fitted.rows,
+            fitted.comparison.results,
+            f"{kind}, because {fitted.choice.reason}",
         ),
         **found.sections,
         "Export": f"`{onnx.path}`: ONNX opset 17, dynamic batch; "

@@ -1,4 +1,5 @@
-"""``autoprune fit``: compare latency predictors on a profile and save the chosen one."""
+"""``autoprune fit``: compare latency predictors on a profile and save the most accurate one (or the one
+asked for), saying which and why."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 from autoprune._console import Reporter
 from autoprune._io import write_json
 from autoprune.config import FitConfig
+from autoprune.errors import ConfigError
 from autoprune.latency import read_profile
 from autoprune.predictor import (
+    Choice,
     Comparison,
     LatencyPredictor,
+    choose,
     compare,
     features_for_profile,
     make_predictor,
@@ -25,6 +29,7 @@ _SILENT = Reporter()
 @dataclass(frozen=True)
 class FitResult:
     predictor: LatencyPredictor
+    choice: Choice  # which kind was saved, and why
     comparison: Comparison
     path: Path
     metrics_path: Path
@@ -45,14 +50,20 @@ def fit(
     model: str | None = None,
     reporter: Reporter = _SILENT,
 ) -> FitResult:
-    """Compare the predictors on the profile (held-out split and k-fold), then fit the chosen one
-    (``config.predictor``) on all usable rows and save it, bound to model and device, with
-    ``<out>.json`` (metrics) and ``<out>.calibration.png`` beside it."""
+    """Compare the predictors on the profile (held-out split and k-fold), then fit the chosen one on all
+    usable rows and save it, bound to model and device, with ``<out>.json`` (metrics, the choice and
+    its reason) and ``<out>.calibration.png`` beside it. ``config.predictor`` "auto" chooses the most
+    accurate (``predictor.choose``); a kind's name saves that kind."""
     prof = read_profile(profile_path)
     features = features_for_profile(prof, model=model)
     usable = prof if config.include_noisy else prof.without_noisy()
     kinds = list(config.compare or [k for k in predictor_kinds() if features.lut or k not in _LUT_KINDS])
-    if config.predictor not in kinds:
+    auto = config.predictor == "auto"
+    if not auto and config.predictor not in predictor_kinds():
+        raise ConfigError(
+            f"unknown predictor '{config.predictor}': use auto or one of {', '.join(predictor_kinds())}"
+        )
+    if not auto and config.predictor not in kinds:
         kinds.insert(0, config.predictor)
     options = {"lpnet": config.lpnet_options(), **{k: {"seed": config.seed} for k in _SEEDED_KINDS}}
     for kind in kinds:  # an unknown name or a missing lookup table fails now, before any work
@@ -70,9 +81,15 @@ def fit(
         on_step=lambda kind: step(next(done) - 1, len(kinds)),
     )
     step(len(kinds), len(kinds))
-    chosen = make_predictor(config.predictor, features, **options.get(config.predictor, {})).fit(usable)
+    choice = choose(comparison)
+    if not auto:
+        choice = Choice(
+            config.predictor, f"asked for (auto would save {choice.kind}: {choice.reason})", choice.by
+        )
+    chosen = make_predictor(choice.kind, features, **options.get(choice.kind, {})).fit(usable)
     chosen.meta["fit"] = config.to_dict()
-    chosen.meta["metrics"] = comparison.results[config.predictor]
+    chosen.meta["metrics"] = comparison.results[choice.kind]
+    chosen.meta["chosen_because"] = choice.reason
     out = Path(out)
     chosen.save(out)
     used = len(usable.rows)
@@ -81,7 +98,9 @@ def fit(
         out.with_suffix(".json"),
         {
             "profile": str(prof.path),
-            "chosen": config.predictor,
+            "chosen": choice.kind,
+            "reason": choice.reason,
+            "chosen_by": choice.by,
             "fit": config.to_dict(),
             "rows": rows,
             **comparison.to_dict(),
@@ -93,7 +112,7 @@ def fit(
         {comparison.results[k]["label"]: p for k, p in comparison.predicted.items()},
         title=f"{prof.meta['model']} on {prof.meta['backend']}: {len(comparison.measured)} held-out networks",
     )
-    return FitResult(chosen, comparison, out, metrics_path, plot, rows)
+    return FitResult(chosen, choice, comparison, out, metrics_path, plot, rows)
 
 
 _LUT_KINDS = ("lut", "lut_linear")

@@ -59,15 +59,13 @@ class SearchResult:
 def _predictor(
     path: str | Path, confidence: float | None
 ) -> tuple[LatencyPredictor, Callable[[Widths], float]]:
-    """The predictor, and the latency the budget constrains (in the profile's conditions)."""
+    """The saved predictor and what the budget constrains, in the profile's conditions: its prediction, or
+    with a confidence its calibrated upper bound (any kind; too few calibration rows for the confidence
+    fail here)."""
     lp = LatencyPredictor.load(path)
     if confidence is None:
         return lp, lp.predict
-    if not lp.has_spread:
-        raise ConfigError(
-            f"--budget-confidence needs an ensemble's spread; '{path}' is a {lp.kind} predictor: "
-            "fit with --predictor lpnet"
-        )
+    lp.log_margin(confidence)
     return lp, lambda w: lp.predict_upper(w, confidence)
 
 

@@ -11,14 +11,16 @@ from autoprune.predictor import baselines as _baselines  # noqa: F401
 # isort: on
 from autoprune.predictor._for_profile import features_for_profile
 from autoprune.predictor.active import ActiveAcquirer, acquisition_scores, active_curve
-from autoprune.predictor.base import LatencyPredictor, make_predictor, predictor_kinds
-from autoprune.predictor.evaluate import Comparison, compare
+from autoprune.predictor.base import LatencyPredictor, make_predictor, predictor_class, predictor_kinds
+from autoprune.predictor.evaluate import COVERAGE_LEVELS, Choice, Comparison, choose, compare
 from autoprune.predictor.features import Features, layers_of
 from autoprune.predictor.lpnet import LPNet, LPNetPredictor, split_rows
 from autoprune.predictor.metrics import latency_metrics
 
 __all__ = [
+    "COVERAGE_LEVELS",
     "ActiveAcquirer",
+    "Choice",
     "Comparison",
     "Features",
     "LPNet",
@@ -26,11 +28,13 @@ __all__ = [
     "LatencyPredictor",
     "acquisition_scores",
     "active_curve",
+    "choose",
     "compare",
     "features_for_profile",
     "latency_metrics",
     "layers_of",
     "make_predictor",
+    "predictor_class",
     "predictor_kinds",
     "split_rows",
 ]

@@ -1,12 +1,25 @@
-"""One interface for every latency predictor: ``fit(profile)``, ``predict(widths) -> ms``, ``save``/``load``.
+"""One interface for every latency predictor: ``fit(profile)``, ``predict(widths) -> ms``,
+``predict_upper(widths, confidence)``, ``save``/``load``.
 
 A predictor is bound to what it learnt from: the model's channel groups and convolution layers (its
 ``Features``) and the profile's device, backend, precision, batch and input shape (``meta``). Using it
 with another model or on another device is a one-line ``BindingError``.
+
+The upper bound is conformal (Vovk et al. 2005; Lei et al. 2018): ``fit`` also records each fit row's
+log(measured / predicted), predicted by a model that did not train on that row (K-fold refits, or what
+the predictor gets for free: LPNet's held-back members, a random forest's out-of-bag trees). The bound at
+confidence c multiplies the prediction by the ceil((n + 1) c)-th smallest of those n ratios. Were the
+calibrating rows apart from the fitting ones (split conformal), a new network drawn like the profile's
+would measure under it with probability >= c whatever the error distribution; from out-of-fold errors
+(CV+, Barber et al. 2021) the guarantee is only >= 2c - 1, but coverage is close to c in practice, and
+``compare`` measures it on held-out networks (docs/benchmarks/predictor.md). Either way it assumes the
+rows are exchangeable: sampled from the same space, measured the same way.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,7 +27,6 @@ from typing import Any, ClassVar, TypeVar, overload
 
 import numpy as np
 import torch
-from scipy.stats import norm
 from torch import Tensor
 
 from autoprune import __version__
@@ -24,8 +36,11 @@ from autoprune.graph import ChannelGroup
 from autoprune.latency import Profile, difference, mismatch
 from autoprune.predictor.features import Features
 
-FORMAT = 2
+FORMAT = 3
 MIN_ROWS = 5
+# Refits for the out-of-fold errors of predictors that get none for free: on 90 % of the rows they err
+# little more than the fit on all of them (with 5 folds gradient boosting's bounds over-covered by 4 points).
+CALIBRATION_FOLDS = 10
 # What a predictor records of its profile, and so is bound to (check_device, check_model, space_for).
 _BOUND_KEYS = ("model", "num_classes", "input_shape", "batch_size", "backend", "precision",
                "backend_settings", "device", "protocol", "sampling")  # fmt: skip
@@ -42,11 +57,15 @@ def predictor_kinds() -> list[str]:
     return list(_REGISTRY)
 
 
-def make_predictor(kind: str, features: Features, **options: Any) -> LatencyPredictor:
-    """A new, unfitted predictor of ``kind`` (see ``predictor_kinds()``)."""
+def predictor_class(kind: str) -> type[LatencyPredictor]:
     if kind not in _REGISTRY:
         raise ConfigError(f"unknown predictor '{kind}': use one of {', '.join(_REGISTRY)}")
-    cls = _REGISTRY[kind]
+    return _REGISTRY[kind]
+
+
+def make_predictor(kind: str, features: Features, **options: Any) -> LatencyPredictor:
+    """A new, unfitted predictor of ``kind`` (see ``predictor_kinds()``)."""
+    cls = predictor_class(kind)
     if cls.needs_lut and features.lut is None:
         raise ConfigError(
             f"predictor '{kind}' needs the profile's lookup table: run autoprune profile ... --lut first"
@@ -61,20 +80,24 @@ class LatencyPredictor(ABC):
     kind: ClassVar[str]
     label: ClassVar[str]  # for tables
     needs_lut: ClassVar[bool] = False
-    has_spread: ClassVar[bool] = False  # an ensemble: predict_upper works
+    has_spread: ClassVar[bool] = False  # an ensemble: _log_spread gives its members' disagreement
     differentiable: ClassVar[bool] = False  # predict_fractions carries gradients to the widths
 
     def __init__(self, features: Features) -> None:
         self.features = features
         self.meta: dict[str, Any] = {}
+        self.log_ratios: list[float] = []  # out-of-fold log(measured / predicted) of the fit rows, sorted
 
     @property
     def groups(self) -> list[ChannelGroup]:
         return self.features.groups
 
     # -- fitting ----------------------------------------------------------------------------------
-    def fit(self: P, profile: Profile, rows: Sequence[int] | np.ndarray | None = None) -> P:
-        """Learn from the profile's rows (all, or the given row indices); returns self."""
+    def fit(
+        self: P, profile: Profile, rows: Sequence[int] | np.ndarray | None = None, *, calibrate: bool = True
+    ) -> P:
+        """Learn from the profile's rows (all, or the given row indices); returns self. ``calibrate``:
+        also record the out-of-fold errors ``predict_upper`` needs (K refits for some predictors)."""
         if [(g.name, g.channels) for g in profile.groups] != [(g.name, g.channels) for g in self.groups]:
             raise BindingError(f"profile '{profile.path}' is of another model than these features")
         idx = np.arange(len(profile.rows)) if rows is None else np.asarray(rows, dtype=int)
@@ -84,7 +107,9 @@ class LatencyPredictor(ABC):
                 f">= {MIN_ROWS}: profile with more --samples"
             )
         widths, latency = profile.widths(), profile.latency_ms()
-        self._fit(self.features([widths[i] for i in idx]), np.asarray(latency[idx], dtype=float))
+        x, y = self.features([widths[i] for i in idx]), np.asarray(latency[idx], dtype=float)
+        self._fit(x, y)
+        self.log_ratios = sorted(np.log(y / self._out_of_fold_ms(x, y)).tolist()) if calibrate else []
         kinds = profile.rows["kind"].to_numpy()
         self.meta = {
             **{k: profile.meta[k] for k in _BOUND_KEYS},
@@ -103,14 +128,37 @@ class LatencyPredictor(ABC):
     def _predict(self, x: Tensor) -> np.ndarray:
         """Latency (ms) of each feature row."""
 
-    def _log_spread(self, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, calibrated std) of log-latency; only ensembles have one."""
-        raise ConfigError(
-            f"predictor '{self.kind}' has no uncertainty: --budget-confidence needs an lpnet ensemble"
-        )
+    def _out_of_fold_ms(self, x: Tensor, latency_ms: np.ndarray) -> np.ndarray:
+        """Each row's latency as predicted by a fresh predictor fit on the other folds."""
+        n = len(latency_ms)
+        fold = np.random.default_rng(0).permutation(n) % min(CALIBRATION_FOLDS, n)
+        out = np.empty(n)
+        for k in range(fold.max() + 1):
+            other = type(self)(self.features, **self._options())
+            other._fit(x[fold != k], latency_ms[fold != k])
+            out[fold == k] = other._predict(x[fold == k])
+        return out
 
-    def _z(self, confidence: float) -> float:
-        return float(norm.ppf(confidence))
+    def _log_spread(self, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of the ensemble members' log-latencies; only ensembles have one."""
+        raise ConfigError(f"predictor '{self.kind}' is not an ensemble: use an lpnet predictor")
+
+    def log_margin(self, confidence: float) -> float:
+        """log(upper bound / prediction) at ``confidence``: the ceil((n + 1) * confidence)-th smallest
+        of the n out-of-fold log ratios measured / predicted (split-conformal)."""
+        if not 0.5 <= confidence < 1:
+            raise ConfigError(f"--budget-confidence must be in [0.5, 1), got {confidence}")
+        n = len(self.log_ratios)
+        if n == 0:
+            raise ConfigError(f"this {self.kind} predictor was fit with calibrate=False: fit it again")
+        rank = _conformal_rank(n, confidence)
+        if rank > n:
+            need = next(m for m in itertools.count(n) if _conformal_rank(m, confidence) <= m)
+            raise ConfigError(
+                f"a {confidence} bound needs >= {need} networks to calibrate on, the predictor was fit on "
+                f"{n}: profile more --samples, or lower --budget-confidence"
+            )
+        return self.log_ratios[rank - 1]
 
     # -- prediction -------------------------------------------------------------------------------
     @overload
@@ -131,15 +179,9 @@ class LatencyPredictor(ABC):
     def predict_upper(
         self, widths: Mapping[str, int] | Sequence[Mapping[str, int]], confidence: float
     ) -> float | np.ndarray:
-        """A latency the network stays under with probability ``confidence``: mean + z * std of the
-        ensemble's log-latency, std and z calibrated on rows each member did not train on."""
-        if not 0.5 <= confidence < 1:
-            raise ConfigError(f"--budget-confidence must be in [0.5, 1), got {confidence}")
-        many = [widths] if isinstance(widths, Mapping) else list(widths)
-        with torch.no_grad():
-            mean, std = self._log_spread(self.features(many))
-        out = np.exp(mean + self._z(confidence) * std)
-        return float(out[0]) if isinstance(widths, Mapping) else out
+        """A latency that a network drawn like the profile's measures under with probability
+        ``confidence``: the prediction times the conformal quantile of measured / predicted."""
+        return self.predict(widths) * math.exp(self.log_margin(confidence))
 
     # -- binding ----------------------------------------------------------------------------------
     def check_model(self, groups: Sequence[ChannelGroup], model_spec: str) -> None:
@@ -181,6 +223,7 @@ class LatencyPredictor(ABC):
             "options": self._options(),
             "features": self.features.state(),
             "state": self._state(),
+            "log_ratios": self.log_ratios,
             "meta": self.meta,
         }
         atomic_write(path, lambda p: torch.save(payload, p))
@@ -198,6 +241,7 @@ class LatencyPredictor(ABC):
                 Features.from_state(payload["features"]), **payload["options"]
             )
             predictor._load_state(payload["state"])
+            predictor.log_ratios = [float(r) for r in payload["log_ratios"]]
             predictor.meta = payload["meta"]
         except Exception as exc:
             raise BindingError(
@@ -207,4 +251,8 @@ class LatencyPredictor(ABC):
         return predictor
 
 
-__all__ = ["LatencyPredictor", "make_predictor", "predictor_kinds", "register"]
+def _conformal_rank(n: int, confidence: float) -> int:
+    return math.ceil((n + 1) * confidence - 1e-9)  # the tolerance: (19 + 1) * 0.95 is 19.000000000000004
+
+
+__all__ = ["LatencyPredictor", "make_predictor", "predictor_class", "predictor_kinds", "register"]

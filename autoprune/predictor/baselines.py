@@ -14,10 +14,6 @@ import pickle
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import RidgeCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from autoprune.predictor.base import LatencyPredictor, register
@@ -93,6 +89,9 @@ class LutSum(LatencyPredictor):
     def _predict(self, x: Tensor) -> np.ndarray:
         return self._lut_ms(x)
 
+    def _out_of_fold_ms(self, x: Tensor, latency_ms: np.ndarray) -> np.ndarray:
+        return self._predict(x)  # nothing was fit on the rows
+
     def _state(self) -> dict[str, Any]:
         return {}
 
@@ -116,6 +115,9 @@ class LutLinear(LutSum):
     def _predict(self, x: Tensor) -> np.ndarray:
         return np.maximum(self.coef[0] * self._lut_ms(x) + self.coef[1], 1e-6)
 
+    def _out_of_fold_ms(self, x: Tensor, latency_ms: np.ndarray) -> np.ndarray:
+        return LatencyPredictor._out_of_fold_ms(self, x, latency_ms)  # fit on the rows: refit per fold
+
     def _state(self) -> dict[str, Any]:
         return {"coef": list(self.coef)}
 
@@ -125,7 +127,8 @@ class LutLinear(LutSum):
 
 class _Sklearn(LatencyPredictor):
     """A scikit-learn regressor on the features, trained on log-latency. Saved with pickle, as
-    scikit-learn models are: load only predictor files you made."""
+    scikit-learn models are: load only predictor files you made. scikit-learn is imported when one is
+    made, so that ``autoprune --help`` (which lists the predictor kinds) stays quick."""
 
     def __init__(self, features: Features, *, seed: int = 0) -> None:
         super().__init__(features)
@@ -157,6 +160,8 @@ class GradientBoosting(_Sklearn):
 
     @staticmethod
     def _new(seed: int) -> Any:
+        from sklearn.ensemble import GradientBoostingRegressor
+
         return GradientBoostingRegressor(
             n_estimators=400, learning_rate=0.05, max_depth=3, subsample=0.8, random_state=seed
         )
@@ -169,7 +174,13 @@ class RandomForest(_Sklearn):
 
     @staticmethod
     def _new(seed: int) -> Any:
-        return RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=1)
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=1, oob_score=True)
+
+    def _out_of_fold_ms(self, x: Tensor, latency_ms: np.ndarray) -> np.ndarray:
+        """Out-of-bag: each row by the trees whose bootstrap sample left it out (about 110 of 300)."""
+        return np.asarray(np.exp(self.model.oob_prediction_), dtype=float)
 
 
 @register
@@ -179,6 +190,10 @@ class Ridge(_Sklearn):
 
     @staticmethod
     def _new(seed: int) -> Any:
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-4, 2, 13)))
 
 

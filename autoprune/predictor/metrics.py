@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import kendalltau
 
 
 def latency_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     """MAPE (%), share of networks within +-5 % and +-10 % (%), RMSE (ms) and Kendall's tau (rank
     agreement: what the search needs, since it compares candidates)."""
+    from scipy.stats import kendalltau  # imported here: ``autoprune --help`` imports this package
+
     predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
     rel = np.abs(predicted - measured) / measured
     tau = kendalltau(predicted, measured).statistic if len(measured) > 1 else float("nan")

@@ -53,18 +53,21 @@ def comparison_table(dense: ModelSummary, pruned: ModelSummary, budget_ms: float
     return table
 
 
-PREDICTOR_HEADER = ["predictor", "MAPE %", "±5 %", "±10 %", "RMSE ms", "τ",
+PREDICTOR_HEADER = ["predictor", "MAPE %", "±5 %", "±10 %", "RMSE ms", "τ", "≤ .90/.95 bound %",
                     "k-fold MAPE %", "k-fold ±10 %", "k-fold τ", "fit s", "ms/1000 q"]  # fmt: skip
 
 
 def predictor_rows(results: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
-    """One row per predictor kind of ``predictor.compare(...).results``: held-out, then k-fold metrics."""
+    """One row per predictor kind of ``predictor.compare(...).results``: held-out metrics (with the share
+    of networks measuring under the 0.90 and 0.95 upper bounds), then k-fold ones."""
     rows = []
     for kind, r in results.items():
         h, k = r["held_out"], r.get("kfold")
+        cover = (r.get("coverage") or {}).get("held_out")
         rows.append([
             kind, f"{h['mape']:.2f}", f"{h['within_5']:.1f}", f"{h['within_10']:.1f}",
             f"{h['rmse_ms']:.4f}", f"{h['kendall_tau']:.3f}",
+            "/".join("-" if v is None else f"{v:.0f}" for v in cover.values()) if cover else "-",
             f"{k['mape']:.2f}" if k else "-", f"{k['within_10']:.1f}" if k else "-",
             f"{k['kendall_tau']:.3f}" if k else "-",
             f"{r['fit_s']:.2f}", f"{r['query_ms_per_1000']:.1f}",

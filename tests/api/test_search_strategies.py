@@ -8,15 +8,18 @@ machine's load."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 
 from autoprune import api
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.latency import backends
+from autoprune.predictor import LatencyPredictor
 from autoprune.search import list_strategies
 
 QUICK = {"trials": 3, "finetune_epochs": 0.05, "final_epochs": 0.05, "calibration_batches": 2}
@@ -34,16 +37,20 @@ def exact_run(
         api.profile("resnet20", out=root / "profile.parquet", checkpoint=tiny_run["checkpoint"],
                     backend="counting", sampling=SamplingConfig(samples=24), protocol=protocol)  # fmt: skip
         api.fit(root / "profile.parquet", out=root / "predictor.pt", config=FitConfig(epochs=300, folds=0))
-        yield {"checkpoint": tiny_run["checkpoint"], "predictor": root / "predictor.pt"}
+        rf = FitConfig(predictor="rf", compare=("rf",), folds=0)
+        api.fit(root / "profile.parquet", out=root / "rf.pt", config=rf)
+        yield {"checkpoint": tiny_run["checkpoint"], "predictor": root / "predictor.pt", "rf": root / "rf.pt"}
 
 
-def _search(run: dict[str, Path], out: Path, **settings: object) -> api.SearchResult:
+def _search(
+    run: dict[str, Path], out: Path, predictor: str = "predictor", **settings: object
+) -> api.SearchResult:
     config = SearchConfig(**{"budget_ratio": 0.9, **QUICK, **settings})  # type: ignore[arg-type]
     return api.search(
         "resnet20",
         checkpoint=run["checkpoint"],
         data="digits",
-        predictor=run["predictor"],
+        predictor=run[predictor],
         out=out,
         config=config,
     )
@@ -95,3 +102,25 @@ def test_the_search_converts_the_profile_to_the_devices_speed_now(
     for f in finalists:
         assert 0.8 < f["predicted_ms"] / f["measured_ms"] < 1.25, f  # unscaled, they would be about 0.5
     assert result.budget_ms == pytest.approx(0.6 * result.dense.latency_ms)
+
+
+@pytest.mark.slow
+def test_budget_confidence_constrains_the_calibrated_upper_bound(
+    exact_run: dict[str, Path], tmp_path: Path
+) -> None:
+    """With --budget-confidence every trial is predicted, and judged feasible, by the predictor's upper
+    bound, not its prediction; here with a random forest: any kind the fit saves has a bound."""
+    lp = LatencyPredictor.load(exact_run["rf"])
+    margin = math.exp(lp.log_margin(0.95))
+    assert margin > 1.001  # the bound differs from the prediction, so the checks below can tell them apart
+    result = _search(exact_run, tmp_path / "run", predictor="rf", budget_confidence=0.95, trials=4)
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    for trial in study.trials:
+        widths = trial.user_attrs["widths"]
+        upper = lp.predict_upper(widths, 0.95)
+        assert trial.user_attrs["predicted_ms"] == pytest.approx(upper, rel=1e-9)
+        assert upper == pytest.approx(margin * lp.predict(widths), rel=1e-9)
+        assert trial.user_attrs["evaluated"] == (upper <= result.budget_ms)  # the constraint is the bound
+    chosen = next(f for f in result.finalists if f["chosen"])
+    assert chosen["predicted_ms"] == pytest.approx(lp.predict_upper(result.widths, 0.95), rel=1e-9)
+    assert chosen["predicted_ms"] <= result.budget_ms

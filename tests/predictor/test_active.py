@@ -13,7 +13,7 @@ from torch import nn
 
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError
-from autoprune.graph import ChannelGraph, ChannelGroup, Widths
+from autoprune.graph import ChannelGraph, ChannelGroup, Widths, allowed_widths
 from autoprune.latency import LatencyBackend, Profile, plan_samples, profile_model
 from autoprune.latency.lut import ConvLayer
 from autoprune.predictor import Features, layers_of, make_predictor
@@ -91,9 +91,9 @@ def test_acquirer_returns_new_distinct_rounded_widths() -> None:
     keys = {tuple(w.values()) for w in picks}
     assert len(picks) == len(keys) == 3
     assert not keys & {tuple(w.values()) for w in profile.widths()}
-    for w in picks:
+    for w in picks:  # on the sampling grid (min_ratio 0.25, multiples of 8)
         for g in GROUPS:
-            assert 16 <= w[g.name] <= g.channels and w[g.name] % 8 == 0
+            assert w[g.name] in allowed_widths(g.channels, min_ratio=0.25, round_to=8, round_min_channels=16)
     assert acquirer(profile, 3) == picks  # a function of the profile: a resumed run picks the same
     with pytest.raises(ConfigError, match="active-initial"):
         acquirer(synthetic_profile(4), 3)
