@@ -59,15 +59,15 @@ from autoprune.report import PREDICTOR_HEADER, curve_plot, markdown_table, predi
 
 LIMITS = """## What limits it
 
-"Measured again" (with `--remeasure`) is the same held-out networks measured once more on this machine,
-with the profile's backend and protocol, and scored against the profile like a predictor. On this shared
-2-core VM it is no closer to the profile than the predictors are: the labels themselves move by several
-percent between sessions, and within one profiling session the machine's speed drifts (on the resnet20
-profile a random forest's signed error runs from +9 % to -6 % across the four quarters of the sampling
-order). No predictor can be closer to a measurement than the next measurement is, so the issue's targets
-(99 % within ±10 %, τ >= 0.95) are out of reach on these labels; only vgg11_bn, whose latency range is
-widest, comes near. Rows the profiler flagged noisy are left out of fitting and scoring. The active curve
-is a replay on measured rows, so its held-out set carries the same noise: with labels this noisy,
+"Measured again" (with `--remeasure`) is the held-out networks profiled once more on this machine, with
+the profile's backend, protocol and dense reference, and scored against the profile like a predictor:
+drift-corrected (relative to the reference timed beside them, in the profile's unit, as a search
+converts a profile) and raw. The correction removes what moves the network and the reference alike (the
+host slowing down or speeding up); it adds the reference's own round-to-round noise. Where the drift is
+the larger of the two (the ResNets here) the corrected row is closer to the profile than the raw one;
+where a network's timing noise dominates it is not (mobilenet_v2 here). No predictor can be closer to a
+measurement than the next measurement is. Rows the profiler flagged noisy are left out of fitting and
+scoring. The active curve is a replay on measured rows, so its held-out set carries the same noise:
 choosing where the ensemble disagrees picks mostly noise, and it tracks random sampling.
 
 Coverage over the held-out rows alone (20 %, 54-59 networks) has a sampling sd of 3-4 points, and those
