@@ -15,7 +15,8 @@ def profile_section(path: object, meta: Mapping[str, Any], latency_ms: Sequence[
         f"`{path}`: {len(latency_ms)} sub-networks of `{meta['model']}`, input {meta['input_shape']}, "
         f"backend `{meta['backend']}` {meta['backend_settings']}, on {device['cpu']} "
         f"({device['logical_cores']} logical cores). Latency range {min(latency_ms):.4f}–"
-        f"{max(latency_ms):.4f} ms (median of round medians).\n"
+        f"{max(latency_ms):.4f} ms (median of round medians, corrected for the host's drift by the dense "
+        "network timed beside them).\n"
     )
 
 
