@@ -80,8 +80,8 @@ which is why the finalists are measured."""
 
 def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] | None:
     """The given rows profiled again here, into a fresh profile with the same backend, protocol and
-    reference (None when this is not the profile's device): their raw latencies, and their
-    drift-corrected ones in the profile's unit (relative to the new profile's reference latency x the
+    reference (None when this is not the profile's device): their drift-corrected latencies in the profile's
+    unit (relative to the new profile's reference latency x the
     profile's), as a search converts them; and the new profile's columns."""
     meta = prof.meta
     backend = get_backend(meta["backend"], **meta["backend_settings"])
@@ -105,7 +105,6 @@ def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] 
         )
     assert again.widths() == widths
     return {
-        "raw": again.latency_ms(raw=True),
         # Relative to its own reference, in the profile's unit: as a search converts the profile.
         "corrected": again.latency_ms()
         / float(again.reference_ms() or np.nan)
@@ -173,7 +172,7 @@ def bench_profile(path: Path, args: argparse.Namespace) -> dict:
         "comparison": comparison,
         "subsample": small,
         "again": latency_metrics(again["corrected"], comparison.measured) if again else None,
-        "again_raw": latency_metrics(again["raw"], clean.latency_ms(raw=True)[held]) if again else None,
+        "again_raw": latency_metrics(again["raw_ms"], clean.latency_ms(raw=True)[held]) if again else None,
         "measure_s": again["seconds"] if again else None,
     }
 
