@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--out", required=True, help="checkpoint file to write")
 
-    p = sub.add_parser("profile", help="measure the latency of sampled sub-networks")
-    p.add_argument("model")
+    p = sub.add_parser(
+        "profile",
+        help="measure the latency of sampled sub-networks (or one --shard of them; --merge joins shards)",
+    )
+    p.add_argument("model", nargs="?", help="the model to measure (not with --merge)")
     p.add_argument("--checkpoint", help="trained weights (latency does not depend on them)")
     p.add_argument(
         "--num-classes", type=int, help="classifier outputs (default: from the checkpoint, else 10)"
@@ -102,9 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--active-initial", type=int, default=20, help="--active: planned networks measured first")
     p.add_argument("--active-batch", type=int, default=10, help="--active: networks chosen per LPNet refit")
     p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="measure only the I-th of N disjoint parts of the plan (I from 1; every N-th network from the "
+        "I-th on), e.g. one per machine with identical devices; join them with --merge",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="SHARD",
+        help="join the shard profiles 1/N ... N/N (measured on identical devices with the same command "
+        "but --shard) into the profile --out, measuring nothing",
+    )
+    p.add_argument(
+        "--partial", action="store_true", help="--merge: allow missing shards or networks (a smaller profile)"
+    )
+    p.add_argument(
         "--out",
         help="PROFILE.parquet (default: latency_profiles/<device>/<model>__<backend>__<precision>__"
-        "bs<N>__<H>x<W>.parquet); its JSON sidecar is written beside it",
+        "bs<N>__<H>x<W>.parquet, a shard's ending __shard<I>of<N>.parquet; --merge: required); its JSON "
+        "sidecar is written beside it",
     )
 
     from autoprune.predictor import predictor_kinds

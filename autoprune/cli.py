@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from autoprune._cli_args import build_parser
 from autoprune._console import RichReporter, console, make_progress, say
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, object]:
@@ -24,6 +24,19 @@ def _backend_options(args: argparse.Namespace) -> dict[str, object]:
         "transfers": args.transfers or None,
     }
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _check_merge_args(args: argparse.Namespace) -> None:
+    """``profile --merge`` joins shards and measures nothing: it takes no model and no --shard."""
+    if args.model is not None:
+        raise ConfigError(
+            f"--merge joins measured shards and measures nothing: drop '{args.model}' (autoprune profile "
+            "--merge SHARD... --out OUT.parquet), or put --merge's shards after the other options"
+        )
+    if args.shard is not None:
+        raise ConfigError("--merge joins all the shards: drop --shard")
+    if args.out is None:
+        raise ConfigError("--merge writes one profile: pass --out OUT.parquet")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -57,7 +70,21 @@ def _run(args: argparse.Namespace) -> None:
             )
             progress.stop()
             say(f"saved {r.checkpoint} (val accuracy {100 * r.val_accuracy:.2f} %)")
+        elif args.command == "profile" and args.merge:
+            _check_merge_args(args)
+            prof = api.merge_profiles(args.merge, out=args.out, partial=args.partial)
+            progress.stop()
+            merged = prof.meta["merged"]
+            say(
+                f"{len(prof.rows)} sub-networks from {len(merged['shards'])} of {merged['count']} shards in "
+                f"{prof.path}" + (f" (partial: {merged['planned']} planned)" if merged["partial"] else "")
+            )
         elif args.command == "profile":
+            if args.model is None:
+                raise ConfigError(
+                    "name the model to profile: autoprune profile MODEL ..., or join shards with "
+                    "autoprune profile --merge SHARD... --out OUT.parquet"
+                )
             prof = api.profile(
                 args.model,
                 out=args.out,
@@ -88,6 +115,7 @@ def _run(args: argparse.Namespace) -> None:
                 budget_ms=args.budget_ms,
                 active_initial=args.active_initial,
                 active_batch=args.active_batch,
+                shard=args.shard,
                 reporter=reporter,
             )
             progress.stop()

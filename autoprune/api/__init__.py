@@ -7,7 +7,7 @@ from autoprune.api._adapt import AdaptResult, adapt
 from autoprune.api._demo import DEMO_DATA, DEMO_MODEL, DEMO_PROTOCOL, DemoResult, demo
 from autoprune.api._export import export
 from autoprune.api._fit import FitResult, fit
-from autoprune.api._profile import profile
+from autoprune.api._profile import merge_profiles, profile
 from autoprune.api._search import SearchResult, search
 from autoprune.api._train import TrainResult, train
 
@@ -24,6 +24,7 @@ __all__ = [
     "demo",
     "export",
     "fit",
+    "merge_profiles",
     "profile",
     "search",
     "train",

@@ -1,4 +1,5 @@
-"""``autoprune profile``: measure sub-networks on this device (and its lookup table)."""
+"""``autoprune profile``: measure sub-networks on this device (and its lookup table), all of the plan or
+one shard of it; ``autoprune profile --merge``: join the shards into one profile."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGraph
 from autoprune.latency import Profile, default_profile_path, get_backend, lut_path, profile_lut, profile_model
 from autoprune.latency.lut import check_grid
+from autoprune.latency.merge import merge_profiles as _merge
+from autoprune.latency.shard import ACTIVE_SHARD, Shard
 from autoprune.models import check_forward, load_model
 from autoprune.predictor import ActiveAcquirer, Features, layers_of
 
@@ -38,6 +41,7 @@ def profile(
     active_initial: int = 20,
     active_batch: int = 10,
     profiles_dir: str | Path = "latency_profiles",
+    shard: str | Shard | None = None,
     reporter: Reporter = _SILENT,
 ) -> Profile:
     """Measure sub-networks of ``model`` on this machine and append them to the profile ``out``
@@ -45,11 +49,13 @@ def profile(
     ``lut_grid``, also measure the per-layer lookup table beside it (``<profile>.lut.parquet``).
     With ``active``, the planned networks stop after ``active_initial``; the rest are chosen
     ``active_batch`` at a time where an LPNet ensemble fit on what is measured disagrees most (near
-    ``budget_ms`` when given)."""
+    ``budget_ms`` when given). With ``shard`` ("I/N"), only every N-th planned network from the I-th on
+    is measured (:mod:`autoprune.latency.shard`); :func:`merge_profiles` joins the N shards."""
     if budget_ms is not None and not active:
         raise ConfigError("--budget-ms steers active profiling: add --active, or drop --budget-ms")
     if lut_grid is not None:
         check_grid(lut_grid)  # before any network is measured
+    part = _check_shard(shard, sampling=sampling, active=active, lut=lut_grid is not None)
     net, classes = load_model(model, checkpoint=checkpoint, num_classes=num_classes)
     check_forward(net, model, input_shape)
     timer = get_backend(backend, **(backend_options or {}))
@@ -60,6 +66,8 @@ def profile(
         acquire = ActiveAcquirer(features, budget_ms=budget_ms, batch=active_batch, seed=sampling.seed)
     if out is None:
         out = default_profile_path(profiles_dir, model=model, backend=timer, input_shape=input_shape)
+        if part is not None:  # never the whole profile's name: an unsharded run there would refuse it
+            out = out.with_name(f"{out.stem}__shard{part.index}of{part.count}{out.suffix}")
     prof = profile_model(
         net,
         model_spec=model,
@@ -72,6 +80,7 @@ def profile(
         on_sample=reporter.task(f"profile {model}"),
         acquire=acquire,
         initial=active_initial,
+        shard=part,
     )
     if lut_grid is not None:
         profile_lut(
@@ -86,3 +95,33 @@ def profile(
             on_sample=reporter.task(f"lookup table {model}"),
         )
     return prof
+
+
+def _check_shard(
+    shard: str | Shard | None, *, sampling: SamplingConfig, active: bool, lut: bool
+) -> Shard | None:
+    """The shard to measure, or a one-line ConfigError before anything is loaded or measured."""
+    if shard is None:
+        return None
+    part = Shard.parse(shard)
+    if active:
+        raise ConfigError(ACTIVE_SHARD)
+    if lut:
+        raise ConfigError(
+            "--lut is measured once, not in shards: drop --lut, merge the shards, then run the same "
+            "command with --lut --out MERGED.parquet and no --shard (it measures only the lookup table)"
+        )
+    if part.count > sampling.samples:
+        raise ConfigError(
+            f"--shard {part} splits {sampling.samples} networks into more shards than networks: "
+            f"use at most --shard I/{sampling.samples}, or more --samples"
+        )
+    return part
+
+
+def merge_profiles(shards: Sequence[str | Path], *, out: str | Path, partial: bool = False) -> Profile:
+    """Join profiles measured with ``shard`` 1/N ... N/N on identical devices into one profile ``out``,
+    which ``fit`` reads like an unsharded one. Shards of another device, settings or split are refused,
+    naming what differs; so are missing shards and networks, unless ``partial``. Nothing is written
+    when a check fails."""
+    return _merge(shards, out=out, partial=partial)

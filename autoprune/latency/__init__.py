@@ -12,6 +12,7 @@ from autoprune.latency.compare import (
 from autoprune.latency.compat import check_same_run, difference, mismatch
 from autoprune.latency.fingerprint import device_identity
 from autoprune.latency.lut import LatencyTable, lut_path, profile_lut, read_lut
+from autoprune.latency.merge import merge_profiles
 from autoprune.latency.profile import (
     Profile,
     default_profile_path,
@@ -22,6 +23,7 @@ from autoprune.latency.profile import (
 )
 from autoprune.latency.protocol import LatencyStats, measure, noisy_rounds
 from autoprune.latency.sampler import boundary_plan, plan_samples
+from autoprune.latency.shard import Shard
 from autoprune.latency.trt_engine import EngineConfig, cuda_index
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "LatencyTable",
     "Profile",
     "Session",
+    "Shard",
     "Timing",
     "boundary_plan",
     "check_same_run",
@@ -43,6 +46,7 @@ __all__ = [
     "list_backends",
     "lut_path",
     "measure",
+    "merge_profiles",
     "mismatch",
     "noisy_rounds",
     "plan_samples",

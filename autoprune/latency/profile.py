@@ -12,7 +12,9 @@ all the reference timings (:meth:`Profile.reference_ms`). ``cuda_graph`` says wh
 replayed a CUDA graph, ``enqueue_bound`` whether the host's enqueue time exceeded 0.8 x the GPU time
 (None where not measured: CPU backends). Rows are appended atomically
 as they are measured, so killing the process loses at most the network in flight; a rerun with the same
-settings skips the networks already in the file. One process writes a profile at a time.
+settings skips the networks already in the file. One process writes a profile at a time; to measure
+on several machines, each measures one shard of the plan (:mod:`autoprune.latency.shard`) and
+:func:`~autoprune.latency.merge.merge_profiles` joins them.
 
 Profiles live under ``latency_profiles/<device-slug>/<model>__<backend>__<precision>__bs<N>__<H>x<W>``
 (``.parquet`` and ``.json``): :func:`default_profile_path`.
@@ -45,6 +47,7 @@ from autoprune.latency.compat import PROFILE_KEYS, check_same_run
 from autoprune.latency.hygiene import host_record, load_average, pinned
 from autoprune.latency.protocol import LatencyStats, measure, measure_referenced
 from autoprune.latency.sampler import plan_samples, widths_key
+from autoprune.latency.shard import ACTIVE_SHARD, Shard, describe
 
 FORMAT = 3  # 3: drift-corrected latency_ms, raw_ms and reference_ms columns
 WIDTH_PREFIX = "w:"
@@ -191,19 +194,24 @@ def profile_model(
     on_sample: Callable[[int, int], None] | None = None,
     acquire: Callable[[Profile, int], list[Widths]] | None = None,
     initial: int = 0,
+    shard: Shard | None = None,
 ) -> Profile:
     """Measure the planned sub-networks of ``model`` and append them to the profile ``out``.
 
     With ``acquire`` (active profiling), only the plan's first ``initial`` networks are measured; then
     ``acquire(profile_so_far, n)`` proposes up to ``n`` networks at a time (kind ``active``) until the
-    profile has ``sampling.samples`` rows, or stops when it proposes nothing new. ``on_sample(done,
+    profile has ``sampling.samples`` rows, or stops when it proposes nothing new. With ``shard``, only
+    the shard's part of the plan is measured (:mod:`autoprune.latency.shard`). ``on_sample(done,
     total)`` is called after every network (measured or already present).
     """
     if initial < 0:
         raise ConfigError(f"--active-initial must be >= 0, got {initial}")
+    if shard is not None and acquire is not None:
+        raise ConfigError(ACTIVE_SHARD)
     out = Path(out)
     example = torch.zeros(1, *input_shape[1:])  # widths, MACs and params are per image
     groups = ChannelGraph(copy.deepcopy(model).eval(), example).groups
+    plan = plan_samples(groups, sampling)
     meta = {
         "format": FORMAT,
         **measurement_meta(
@@ -216,12 +224,18 @@ def profile_model(
         "num_classes": num_classes,
         "groups": [[g.name, g.channels] for g in groups],
         "active": {"initial": initial} if acquire is not None else None,
+        **({"shard": shard.to_meta(plan)} if shard is not None else {}),
     }
     records: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     if out.exists() or sidecar_path(out).exists():
         existing = read_profile(out)
         check_same_run(existing.meta, meta, out, PROFILE_KEYS, summarize=("groups",))
+        if Shard.from_meta(existing.meta) != shard:
+            raise ProfileError(
+                f"'{out}' holds {describe(Shard.from_meta(existing.meta))} and this run measures "
+                f"{describe(shard)}: pass a new --out, or the --shard it was measured with"
+            )
         meta["created"] = existing.meta.get("created", meta["created"])
         meta["active"] = meta["active"] or existing.meta.get("active")  # the last active run's settings
         runs = list(existing.meta.get("runs", []))
@@ -234,7 +248,7 @@ def profile_model(
         meta["runs"] = [*runs, run]
         write_json(sidecar_path(out), meta)
         _profile_rows(model, example, groups, out, meta, records, ref, backend, protocol, sampling, on_sample,
-                      acquire, initial)  # fmt: skip
+                      acquire, plan[:initial] if acquire is not None else plan, shard)  # fmt: skip
         run["load_1min_end"] = load_average()
         run["reference_overhead"], run["reference_every"] = ref.overhead(), ref.every
         write_json(sidecar_path(out), meta)
@@ -320,7 +334,8 @@ def _profile_rows(
     sampling: SamplingConfig,
     on_sample: Callable[[int, int], None] | None,
     acquire: Callable[[Profile, int], list[Widths]] | None,
-    initial: int,
+    plan: list[tuple[str, Widths]],
+    shard: Shard | None,
 ) -> None:
     done = (
         {widths_key(w, groups) for w in Profile(out, meta, pd.DataFrame(records)).widths()}
@@ -356,15 +371,14 @@ def _profile_rows(
         done.add(widths_key(widths, groups))
         used.add(sample_id)
 
-    plan = plan_samples(groups, sampling)
-    if acquire is not None:
-        plan = plan[:initial]
-    total = len(plan) if acquire is None else sampling.samples
-    for sample_id, (kind, widths) in enumerate(plan):
+    mine = range(len(plan)) if shard is None else shard.part(plan)
+    total = len(mine) if acquire is None else sampling.samples
+    for step, sample_id in enumerate(mine, start=1):
+        kind, widths = plan[sample_id]
         if widths_key(widths, groups) not in done:
             add(sample_id, kind, widths)
         if on_sample is not None:
-            on_sample(sample_id + 1, total)
+            on_sample(step, total)
     while acquire is not None and len(records) < sampling.samples:
         wanted = sampling.samples - len(records)
         picks: dict[tuple[int, ...], Widths] = {}
