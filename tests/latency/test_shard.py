@@ -4,6 +4,11 @@ merge is the unsharded profile, refused when measured on another device or incom
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +224,32 @@ def test_the_command_line_measures_shards_and_merges_them(
     assert main(["profile", "--merge", *map(str, found), "--out", "merged.parquet"]) == 0
     assert "4 sub-networks from 2 of 2 shards in merged.parquet" in capsys.readouterr().err
     assert sorted(read_profile(tmp_path / "merged.parquet").rows["sample_id"]) == [0, 1, 2, 3]
+
+
+def _shard_command(out: Path, shard: str) -> list[str]:
+    return [sys.executable, "-m", "autoprune", "profile", "resnet20", "--samples", "24", "--shard", shard,
+            *FAST_FLAGS, "--out", str(out)]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_shard_killed_with_sigkill_resumes_and_merges(tmp_path: Path) -> None:
+    """Kill a real shard process mid-run; the rerun keeps its rows, measures the rest of its part only."""
+    out = tmp_path / "s2.parquet"
+    proc = subprocess.Popen(_shard_command(out, "2/2"), stderr=subprocess.DEVNULL)
+    deadline, rows = time.monotonic() + 120, 0
+    while rows < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        rows = len(read_profile(out).rows) if out.with_suffix(".json").exists() and out.exists() else 0
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_profile(out).rows
+    assert proc.returncode == -signal.SIGKILL and 3 <= len(before) < 12
+    subprocess.run(_shard_command(out, "2/2"), check=True, stderr=subprocess.DEVNULL)
+    after = read_profile(out).rows
+    assert sorted(after["sample_id"]) == list(range(1, 24, 2))
+    kept = after.set_index("sample_id").loc[before["sample_id"], "raw_ms"]
+    assert np.array_equal(kept.to_numpy(), before["raw_ms"].to_numpy())  # not measured again
+    subprocess.run(_shard_command(tmp_path / "s1.parquet", "1/2"), check=True, stderr=subprocess.DEVNULL)
+    merged = merge_profiles([tmp_path / "s1.parquet", out], out=tmp_path / "m.parquet")
+    assert sorted(merged.rows["sample_id"]) == list(range(24))
+    assert not list(tmp_path.glob(".*.tmp"))
