@@ -40,9 +40,9 @@ def claim_run_dir(
 
 
 def hold_run_dir(run_dir: Path, command: str) -> None:
-    """Lock ``run_dir`` for ``command`` while this process lives (the kernel drops the lock when it dies,
-    however it dies), or refuse when another live process holds it. A holder knows that whatever a
-    killed run left in the directory (a RUNNING trial in its study) is no other process's work."""
+    """Lock ``run_dir`` for ``command`` until ``release_run_dir`` or the process ends (the kernel drops
+    the lock however it dies), or refuse when another live process holds it. A holder knows that what
+    a killed run left in the directory (a RUNNING trial in its study) is no other process's work."""
     path = (Path(run_dir) / f".{command}.lock").resolve()
     if path in _HELD:
         return
@@ -56,3 +56,10 @@ def hold_run_dir(run_dir: Path, command: str) -> None:
             f"another autoprune {command} is running in '{run_dir}': let it end, or pass another --out"
         ) from None
     _HELD[path] = fd
+
+
+def release_run_dir(run_dir: Path, command: str) -> None:
+    """Drop the lock ``hold_run_dir`` took (a process that runs many searches keeps no descriptors)."""
+    fd = _HELD.pop((Path(run_dir) / f".{command}.lock").resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the last descriptor of the open file releases its flock

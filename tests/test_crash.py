@@ -34,7 +34,7 @@ from autoprune.graph import ChannelGraph
 from autoprune.latency import Timing
 from autoprune.models import create_model
 from autoprune.prune import load_pruned, prune_model, save_pruned
-from autoprune.rundir import hold_run_dir
+from autoprune.rundir import hold_run_dir, release_run_dir
 from autoprune.search import fail_orphaned_trials, measured_once
 
 TRIALS = 3
@@ -218,6 +218,11 @@ def test_a_run_directory_is_held_by_one_search_at_a_time(tmp_path: Path) -> None
         assert len(str(err.value).splitlines()) == 1
     hold_run_dir(tmp_path, "search")  # free once the other holder is gone
     hold_run_dir(tmp_path, "search")  # and held by this process, again
+    with open(tmp_path / ".search.lock") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        release_run_dir(tmp_path, "search")
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
 
 
 def test_a_killed_runs_trial_is_failed_and_a_temporary_file_it_left_is_removed(tmp_path: Path) -> None:

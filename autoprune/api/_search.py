@@ -25,7 +25,7 @@ from autoprune.latency import Timing
 from autoprune.predictor import LatencyPredictor
 from autoprune.prune import PrunedModel, calibration_batches, prune_model, recalibrate_bn, save_pruned
 from autoprune.report import ModelSummary, TrialPoint
-from autoprune.rundir import claim_run_dir, hold_run_dir
+from autoprune.rundir import claim_run_dir, hold_run_dir, release_run_dir
 from autoprune.search import (
     Candidate,
     DenseNetwork,
@@ -276,6 +276,7 @@ def search(
         study=opt_study, space=space, margin_floor=tolerance,
     )  # fmt: skip
     finalists, front, sections = write_search_outputs(run_dir, record)
+    release_run_dir(run_dir, "search")
     return SearchResult(
         run_dir, budget_ms if has_budget else None, dense, final, pruned.widths, finalists, front, sections,
         config.max_accuracy_drop,
