@@ -3,13 +3,17 @@ another run's settings into it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from autoprune._io import write_json
 from autoprune.errors import ConfigError
+
+_HELD: dict[Path, int] = {}  # lock files this process holds, to its open descriptor
 
 MAY_GROW = frozenset({"trials", "finalists", "final_epochs"})
 """Settings a resumed run may change: more trials or finalists, a longer final fine-tune."""
@@ -33,3 +37,29 @@ def claim_run_dir(
             )
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json(path, settings)
+
+
+def hold_run_dir(run_dir: Path, command: str) -> None:
+    """Lock ``run_dir`` for ``command`` until ``release_run_dir`` or the process ends (the kernel drops
+    the lock however it dies), or refuse when another live process holds it. A holder knows that what
+    a killed run left in the directory (a RUNNING trial in its study) is no other process's work."""
+    path = (Path(run_dir) / f".{command}.lock").resolve()
+    if path in _HELD:
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another autoprune {command} is running in '{run_dir}': let it end, or pass another --out"
+        ) from None
+    _HELD[path] = fd
+
+
+def release_run_dir(run_dir: Path, command: str) -> None:
+    """Drop the lock ``hold_run_dir`` took (a process that runs many searches keeps no descriptors)."""
+    fd = _HELD.pop((Path(run_dir) / f".{command}.lock").resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the last descriptor of the open file releases its flock

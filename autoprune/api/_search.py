@@ -4,7 +4,7 @@ the device, and the chosen one is fine-tuned, scored once on the test split and 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from autoprune import training
 from autoprune._console import Reporter
+from autoprune._killpoint import kill_point
 from autoprune.api._bound import bind
 from autoprune.api._search_report import SearchRecord, write_search_outputs
 from autoprune.config import SearchConfig
@@ -24,7 +25,7 @@ from autoprune.latency import Timing
 from autoprune.predictor import LatencyPredictor
 from autoprune.prune import PrunedModel, calibration_batches, prune_model, recalibrate_bn, save_pruned
 from autoprune.report import ModelSummary, TrialPoint
-from autoprune.rundir import claim_run_dir
+from autoprune.rundir import claim_run_dir, hold_run_dir, release_run_dir
 from autoprune.search import (
     Candidate,
     DenseNetwork,
@@ -33,8 +34,10 @@ from autoprune.search import (
     channel_scores,
     check_budget,
     check_storage,
+    fail_orphaned_trials,
     get_criterion,
     load_start,
+    measured_once,
     open_study,
     reference_scale,
     resolve_budget,
@@ -103,6 +106,7 @@ def search(
     space = b.space
     if storage is not None:
         check_storage(storage)
+    hold_run_dir(run_dir, "search")
     claim_run_dir(
         run_dir,
         "search",
@@ -112,11 +116,21 @@ def search(
     dense_w = dense_widths(groups)
     dense_ms: list[float] = []  # every dense timing, interleaved with the candidates of its batch
 
-    def measure(widths_list: list[Widths]) -> list[Timing]:
-        """Candidates timed interleaved with the dense network; the dense time is kept for the report."""
-        timings = b.time([dense_w, *widths_list])
-        dense_ms.append(timings[0].median_ms)
-        return timings[1:]
+    def timed(widths_list: list[Widths]) -> list[Timing]:
+        timings = b.time(widths_list)
+        kill_point("measure")  # tests/test_crash.py
+        return timings
+
+    def measurer(timer: Callable[[list[Widths]], list[Timing]]) -> Callable[[list[Widths]], list[Timing]]:
+        def measure(widths_list: list[Widths]) -> list[Timing]:
+            """Candidates timed interleaved with the dense network; the dense time is kept for the report."""
+            timings = timer([dense_w, *widths_list])
+            dense_ms.append(timings[0].median_ms)
+            return timings[1:]
+
+        return measure
+
+    measure = measurer(timed)
 
     settings = strategy.study_settings(seed=config.seed, trials=config.trials)
     opt_study = open_study(
@@ -126,6 +140,10 @@ def search(
         directions=settings.directions,
         pruner=settings.pruner,
     )
+    if storage is None:  # the run directory's own study, which hold_run_dir keeps from other processes
+        orphans = fail_orphaned_trials(opt_study)
+        if orphans:
+            reporter.log(f"trials {orphans} were left running by a killed search: marked failed, replaced")
     # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
     # now converts them to the device's conditions now, in which the budget and the finalists are.
     reference_ms = search_reference(opt_study, lambda: b.time([dense_w])[0].median_ms)
@@ -172,6 +190,7 @@ def search(
     def evaluate(widths: Widths, report: Report | None) -> float:
         """Prune, recalibrate BatchNorm, (report,) fine-tune briefly, score on validation."""
         module = prune(widths).module
+        kill_point("trial")  # tests/test_crash.py
         if report is not None:
             report(0, training.evaluate(module, ds.val))
         training.train(module, ds.train, epochs=config.finetune_epochs, lr=config.lr, seed=config.seed)
@@ -202,8 +221,14 @@ def search(
     candidates = run_strategy(
         strategy, problem, study=opt_study, trials=config.trials, on_trial=reporter.task("search trials")
     )
+    # Finalists' timings are kept in the run directory: a rerun (after a crash in the fine-tune, say)
+    # reuses them, so each finalist is measured once and the same one is chosen.
     chosen, measured = select_by_measurement(
-        candidates, measure=measure, budget_ms=budget_ms, finalists=config.finalists, tolerance=tolerance
+        candidates,
+        measure=measurer(measured_once(timed, run_dir / "finalists.json")),
+        budget_ms=budget_ms,
+        finalists=config.finalists,
+        tolerance=tolerance,
     )
     has_budget = math.isfinite(budget_ms)
     reporter.log(
@@ -222,6 +247,7 @@ def search(
         teacher=net if config.distill else None,
         on_step=reporter.task("fine-tune winner"),
     )
+    kill_point("fine-tuned")  # tests/test_crash.py
     dense = _summary("dense", net, ds, dense_ms[-1], example)
     final = _summary("pruned", pruned.module, ds, chosen.measured_ms, example)
     pruned.meta = {
@@ -250,6 +276,7 @@ def search(
         study=opt_study, space=space, margin_floor=tolerance,
     )  # fmt: skip
     finalists, front, sections = write_search_outputs(run_dir, record)
+    release_run_dir(run_dir, "search")
     return SearchResult(
         run_dir, budget_ms if has_budget else None, dense, final, pruned.widths, finalists, front, sections,
         config.max_accuracy_drop,

@@ -20,6 +20,7 @@ from autoprune.search.criteria import (
     register_criterion,
 )
 from autoprune.search.finalists import Measured, select_by_measurement
+from autoprune.search.resume import fail_orphaned_trials, measured_once
 from autoprune.search.run import run_strategy
 from autoprune.search.space import WidthSpace, space_for
 from autoprune.search.strategies import (
@@ -63,6 +64,7 @@ __all__ = [
     "channel_scores",
     "check_budget",
     "check_storage",
+    "fail_orphaned_trials",
     "finished",
     "get_criterion",
     "get_strategy",
@@ -71,6 +73,7 @@ __all__ = [
     "list_strategies",
     "load_start",
     "margin_for",
+    "measured_once",
     "open_study",
     "ranked_candidates",
     "record_budget",
