@@ -42,6 +42,7 @@ from autoprune.search import (
     search_reference,
     select_by_measurement,
     strategy_class,
+    study_lock,
 )
 
 _SILENT = Reporter()
@@ -128,7 +129,8 @@ def search(
     )
     # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
     # now converts them to the device's conditions now, in which the budget and the finalists are.
-    reference_ms = search_reference(opt_study, lambda: b.time([dense_w])[0].median_ms)
+    with study_lock(opt_study):  # the first of several workers records it; the others read it
+        reference_ms = search_reference(opt_study, lambda: b.time([dense_w])[0].median_ms)
     scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=reference_ms)
 
     def predict_ms(widths: Widths) -> float:
@@ -202,9 +204,10 @@ def search(
     candidates = run_strategy(
         strategy, problem, study=opt_study, trials=config.trials, on_trial=reporter.task("search trials")
     )
-    chosen, measured = select_by_measurement(
-        candidates, measure=measure, budget_ms=budget_ms, finalists=config.finalists, tolerance=tolerance
-    )
+    with study_lock(opt_study):  # workers of one study measure one at a time, not over each other
+        chosen, measured = select_by_measurement(
+            candidates, measure=measure, budget_ms=budget_ms, finalists=config.finalists, tolerance=tolerance
+        )
     has_budget = math.isfinite(budget_ms)
     reporter.log(
         f"chosen finalist: {chosen.measured_ms:.4f} ms measured, needed a margin of "

@@ -47,6 +47,7 @@ from autoprune.search.study import (
     save_start,
     trial_widths,
 )
+from autoprune.search.workers import StudyFull, claim, study_lock
 
 __all__ = [
     "Candidate",
@@ -58,11 +59,13 @@ __all__ = [
     "SearchProblem",
     "SearchStrategy",
     "StrategyOption",
+    "StudyFull",
     "StudySettings",
     "WidthSpace",
     "channel_scores",
     "check_budget",
     "check_storage",
+    "claim",
     "finished",
     "get_criterion",
     "get_strategy",
@@ -85,6 +88,7 @@ __all__ = [
     "space_for",
     "strategy_class",
     "strategy_options",
+    "study_lock",
     "trial_widths",
     "within_budget",
 ]
