@@ -142,11 +142,12 @@ def test_storage_urls_name_their_driver_and_journal_files_their_folder(tmp_path:
         open_storage("journal:///", "s")
 
 
+@pytest.mark.slow
 def test_search_workers_on_postgres_fill_one_study_and_each_measures_its_finalists_once(
     tiny_run: dict[str, Path], postgres: str, tmp_path: Path
 ) -> None:
     """3 `autoprune search` workers, one study: 6 trained trials in all; each worker ranks the finished
-    study, so they measure the same finalists, each once."""
+    study and measures its finalists on its device, each once."""
     ckpt, pred = str(tiny_run["checkpoint"]), str(tiny_run["predictor"])
     name, trials, workers = f"search-{tmp_path.name}", 6, 3
     cmd = [sys.executable, "-m", "autoprune", "search", "resnet20", "--checkpoint", ckpt, "--data", "digits",
@@ -170,4 +171,7 @@ def test_search_workers_on_postgres_fill_one_study_and_each_measures_its_finalis
         assert len(numbers) == len(set(numbers))  # measured once each
         assert all(study.trials[n].state == TrialState.COMPLETE for n in numbers)
         chosen.append(numbers)
-    assert chosen[0] == chosen[1] == chosen[2]  # every worker ranked the finished study
+    # Every worker ranked the finished study: each measured a prefix of one ranking (a worker whose first
+    # finalists measured over the budget went on to the next ones).
+    longest = max(chosen, key=len)
+    assert all(numbers == longest[: len(numbers)] and len(numbers) >= 2 for numbers in chosen), chosen
