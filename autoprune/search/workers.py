@@ -8,10 +8,12 @@ The lock is PostgreSQL's (or MySQL's) advisory lock on the study, or a file lock
 a sqlite file serves one worker (a second is refused with the advice to use PostgreSQL or a journal file).
 
 A claimed trial whose worker died must not hold its slot for ever: a worker on the same machine that no
-longer runs is seen at once (its host, process id and start time are on the claim); a worker elsewhere
-is noticed by Optuna's heartbeat (RDB storages) after ``GRACE_S`` seconds. Either way the trial is
-failed and retried once with the same parameters (``RetryHeartbeatStaleTrialCallback``). A worker with nothing
-left to start waits for the other workers' claimed trials, so every worker ranks the finished study.
+longer runs is seen at once (every trial records its worker's host, process id and start time); a worker
+elsewhere is noticed by Optuna's heartbeat (RDB storages) after ``GRACE_S`` seconds. Either way the
+trial is failed and, if it had claimed a network, retried once with the same parameters
+(``RetryHeartbeatStaleTrialCallback``). A journal file has no heartbeat: use it on one machine. A worker
+with nothing left to start waits for the other workers' claimed trials, so every worker ranks the
+finished study.
 """
 
 from __future__ import annotations
@@ -246,28 +248,36 @@ def claim(study: optuna.Study, trial: optuna.Trial, trials: int) -> None:
     with study_lock(study):
         if claimed(study) >= trials:
             raise StudyFull(f"study '{study.study_name}' already holds its {trials} trained networks")
-        trial.set_user_attr(WORKER, this_worker())
         trial.set_user_attr(CLAIM, trial.number)
 
 
+def _dead_trial(t: FrozenTrial) -> bool:
+    """A running trial whose worker (recorded by that very trial: a retried copy carries the old one's)
+    died on this machine."""
+    number, _, worker = str(t.user_attrs.get(WORKER, "")).partition("/")
+    return number == str(t.number) and _dead(worker)
+
+
 def fail_dead_claims(study: optuna.Study) -> int:
-    """Fail, and retry once, the claimed trials of workers that died (on this machine: at once; elsewhere,
-    RDB storages: by the heartbeat); returns how many were failed here."""
+    """Fail the running trials of workers that died (on this machine: at once; elsewhere, RDB storages: by
+    the heartbeat), and retry once those that had claimed a network; returns how many were failed here."""
     failed = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # a no-op without a heartbeat
     with study_lock(study):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if _holds_claim(t) and _dead(str(t.user_attrs.get(WORKER, ""))):
-                try:
-                    study.tell(t.number, state=TrialState.FAIL)
-                except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                    continue  # finished meanwhile
+            if not _dead_trial(t):
+                continue
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # finished meanwhile
+            failed += 1
+            if _holds_claim(t):  # it was training a network: train it again (a proposal is just redone)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     RetryHeartbeatStaleTrialCallback(max_retry=1)(study, t)
-                failed += 1
     return failed
 
 
@@ -299,12 +309,16 @@ def fill_study(
         if not room(s):
             s.stop()
 
+    def run(trial: optuna.Trial) -> Any:
+        trial.set_user_attr(WORKER, f"{trial.number}/{this_worker()}")  # so a dead worker's trial is seen
+        return objective(trial)
+
     report(min(trained(study), trials), trials)
     while True:
         fail_dead_claims(study)
         if room(study):
             n = None if max_trials is None else max_trials - len(study.trials)
-            study.optimize(objective, n_trials=n, callbacks=[progress], catch=(StudyFull,))
+            study.optimize(run, n_trials=n, callbacks=[progress], catch=(StudyFull,))
             continue
         if not _running_claims(study):
             break

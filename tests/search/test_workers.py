@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,16 @@ from pg_server import REQUIRE_ENV, Unavailable, throwaway_postgres
 
 from autoprune.errors import ConfigError
 from autoprune.search.study import open_study
-from autoprune.search.workers import CLAIM, WORKER, claim, fill_study, open_storage, this_worker, with_driver
+from autoprune.search.workers import (
+    CLAIM,
+    GRACE_S,
+    WORKER,
+    claim,
+    fill_study,
+    open_storage,
+    this_worker,
+    with_driver,
+)
 
 FILL_WORKER = Path(__file__).with_name("fill_worker.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # workers share the cores
@@ -93,10 +103,12 @@ def test_a_dead_workers_claim_is_failed_and_its_network_trained_again(tmp_path: 
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     dead = this_worker().rsplit(":", 2)[0] + f":{int(gone.stdout)}:0"
-    lost = study.ask()  # a worker claimed it, started training and was killed
+    proposing = study.ask()  # a worker was killed while proposing, another while training:
+    proposing.set_user_attr(WORKER, f"{proposing.number}/{dead}")
+    lost = study.ask()
     x = lost.suggest_float("x", 0.0, 1.0)
     lost.set_user_attr(CLAIM, lost.number)
-    lost.set_user_attr(WORKER, dead)
+    lost.set_user_attr(WORKER, f"{lost.number}/{dead}")
     lost.set_user_attr("evaluated", True)
     # Claimed and running, it counts: a worker that finds the study full waits for it ...
     other = study.ask()
@@ -110,12 +122,36 @@ def test_a_dead_workers_claim_is_failed_and_its_network_trained_again(tmp_path: 
         trial.set_user_attr("evaluated", True)
         return value
 
-    # ... until it sees that the worker is gone: the trial is failed, and retried with its parameters.
+    # ... until it sees that the worker is gone: its trials are failed, and the one that was training a
+    # network is retried with its parameters.
     fill_study(study, objective, trials=2)
-    assert study.trials[lost.number].state == TrialState.FAIL
+    assert study.trials[lost.number].state == study.trials[proposing.number].state == TrialState.FAIL
+    assert not [t for t in study.trials if t.system_attrs.get("failed_trial") == proposing.number]
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == lost.number]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE and retried[0].params["x"] == x
     _check_exact(study, 2)
+
+
+def test_a_worker_killed_mid_trial_is_resumed_at_once_with_no_network_lost(tmp_path: Path) -> None:
+    """SIGKILL in the middle of the trials, rerun: its running trial is failed and retried at once (its
+    process is gone; no heartbeat grace to wait out), and the study ends with exactly the trials."""
+    storage, trials = f"sqlite:///{tmp_path / 'study.db'}", 20
+    barrier = tmp_path / "ready"
+    barrier.mkdir()
+    cmd = [sys.executable, str(FILL_WORKER), storage, "s", str(trials), str(barrier), "1"]
+    first = subprocess.Popen(cmd, env=ENV, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:  # a few trials in
+        if any(barrier.iterdir()) and len(optuna.load_study(study_name="s", storage=storage).trials) >= 5:
+            break
+        time.sleep(0.1)
+    first.kill()
+    first.wait()
+    started = time.monotonic()
+    again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert time.monotonic() - started < GRACE_S
+    _check_exact(_load(storage, "s"), trials)
 
 
 def test_a_sqlite_file_serves_one_worker_and_refuses_a_second(tmp_path: Path) -> None:
