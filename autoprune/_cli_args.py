@@ -193,8 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-prune-trials", action="store_true", help="optuna: do not stop hopeless trials (median pruner)"
     )
     p.add_argument("--trials", type=int, default=30)
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite file in the run directory)")
-    p.add_argument("--study", default="autoprune", help="Optuna study name; rerun the same one to resume")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage (default: a sqlite file in the run directory, one worker). Several workers "
+        "share a study on postgresql://USER@HOST/DB (pip install 'autoprune[postgres]') or "
+        "journal:///FILE.log (workers on one machine): together they train --trials networks",
+    )
+    p.add_argument(
+        "--study", default="autoprune", help="Optuna study name; rerun the same one to resume, or share it"
+    )
     p.add_argument(
         "--finetune-epochs",
         type=float,

@@ -45,6 +45,7 @@ from autoprune.search import (
     search_reference,
     select_by_measurement,
     strategy_class,
+    study_lock,
 )
 
 _SILENT = Reporter()
@@ -146,7 +147,8 @@ def search(
             reporter.log(f"trials {orphans} were left running by a killed search: marked failed, replaced")
     # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
     # now converts them to the device's conditions now, in which the budget and the finalists are.
-    reference_ms = search_reference(opt_study, lambda: b.time([dense_w])[0].median_ms)
+    with study_lock(opt_study):  # the first of several workers records it; the others read it
+        reference_ms = search_reference(opt_study, lambda: b.time([dense_w])[0].median_ms)
     scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=reference_ms)
 
     def predict_ms(widths: Widths) -> float:
@@ -222,14 +224,16 @@ def search(
         strategy, problem, study=opt_study, trials=config.trials, on_trial=reporter.task("search trials")
     )
     # Finalists' timings are kept in the run directory: a rerun (after a crash in the fine-tune, say)
-    # reuses them, so each finalist is measured once and the same one is chosen.
-    chosen, measured = select_by_measurement(
-        candidates,
-        measure=measurer(measured_once(timed, run_dir / "finalists.json")),
-        budget_ms=budget_ms,
-        finalists=config.finalists,
-        tolerance=tolerance,
-    )
+    # reuses them, so each finalist is measured once and the same one is chosen. Workers of one study
+    # measure one at a time, not over each other.
+    with study_lock(opt_study):
+        chosen, measured = select_by_measurement(
+            candidates,
+            measure=measurer(measured_once(timed, run_dir / "finalists.json")),
+            budget_ms=budget_ms,
+            finalists=config.finalists,
+            tolerance=tolerance,
+        )
     has_budget = math.isfinite(budget_ms)
     reporter.log(
         f"chosen finalist: {chosen.measured_ms:.4f} ms measured, needed a margin of "

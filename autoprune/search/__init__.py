@@ -48,6 +48,7 @@ from autoprune.search.study import (
     save_start,
     trial_widths,
 )
+from autoprune.search.workers import StudyFull, claim, study_lock
 
 __all__ = [
     "Candidate",
@@ -59,11 +60,13 @@ __all__ = [
     "SearchProblem",
     "SearchStrategy",
     "StrategyOption",
+    "StudyFull",
     "StudySettings",
     "WidthSpace",
     "channel_scores",
     "check_budget",
     "check_storage",
+    "claim",
     "fail_orphaned_trials",
     "finished",
     "get_criterion",
@@ -88,6 +91,7 @@ __all__ = [
     "space_for",
     "strategy_class",
     "strategy_options",
+    "study_lock",
     "trial_widths",
     "within_budget",
 ]

@@ -5,7 +5,6 @@ its user attributes hold the widths, the predicted latency and whether it was tr
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from autoprune._io import atomic_write
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import Widths
 from autoprune.search.space import PARAM_PREFIX, WidthSpace
+from autoprune.search.workers import claim, fill_study, open_storage, register
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Report = Callable[[int, float], None]
@@ -73,7 +73,7 @@ def _storage_errors(storage: str) -> Iterator[None]:
     except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError):
         raise ConfigError(
             f"--storage '{storage}' is not a storage URL autoprune can use: pass sqlite:///FILE.db or "
-            "postgresql://USER:PASSWORD@HOST/DB"
+            "postgresql://USER:PASSWORD@HOST/DB, or journal:///FILE.log (several workers on one machine)"
         ) from None
     except ImportError:
         extra = ' (pip install "autoprune[postgres]")' if scheme == "postgresql" else ""
@@ -93,30 +93,27 @@ def check_storage(storage: str) -> None:
     """Open ``storage`` once, so a bad URL, a missing driver or an unreachable server fails in one line
     before a run directory is written."""
     with _storage_errors(storage):
-        optuna.storages.RDBStorage(storage)
+        open_storage(storage, "")  # a sqlite file is taken here: a second worker is refused before any work
 
 
 def open_study(
     *, storage: str, study_name: str, sampler: optuna.samplers.BaseSampler, directions: Sequence[str],
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> optuna.Study:  # fmt: skip
-    """Create, or load to resume, the study. Runs that die leave RUNNING trials; with a heartbeat they
-    are failed and retried once when the study is resumed."""
-    with warnings.catch_warnings(), _storage_errors(storage):
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
-        rdb = optuna.storages.RDBStorage(
-            storage,
-            heartbeat_interval=30,
-            grace_period=90,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
-    return optuna.create_study(
-        storage=rdb,
-        study_name=study_name,
-        sampler=sampler,
-        pruner=pruner,
-        directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
-        load_if_exists=True,
+    """Create, or load to resume, the study, shared by every worker that opens it (``workers``). Runs
+    that die leave RUNNING trials; those that were training are failed and retried once (``workers``)."""
+    with _storage_errors(storage):
+        backend, lock = open_storage(storage, study_name)
+    return register(
+        optuna.create_study(
+            storage=backend,
+            study_name=study_name,
+            sampler=sampler,
+            pruner=pruner,
+            directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
+            load_if_exists=True,
+        ),
+        lock,
     )
 
 
@@ -134,16 +131,15 @@ def train_trials(
     study: optuna.Study, objective: Callable[[optuna.Trial], float], *, trials: int,
     on_trial: Callable[[int, int], None] | None = None,
 ) -> None:  # fmt: skip
-    """Run ``objective`` until the study holds ``trials`` trained networks (a resumed study counts those
-    it has), reporting ``(trained, trials)`` after each."""
-    report = on_trial or (lambda done, total: None)
-    report(min(trained(study), trials), trials)
-    left = trials - trained(study)
-    if left > 0:
-        study.optimize(
-            objective, n_trials=left, catch=(),
-            callbacks=[lambda s, _t: report(min(trained(s), trials), trials)],
-        )  # fmt: skip
+    """Run ``objective``, each trial of which trains a network, until the study holds ``trials`` trained
+    networks (a resumed study counts those it has; several workers count each other's), reporting
+    ``(trained, trials)`` after each."""
+
+    def claimed_objective(trial: optuna.Trial) -> float:
+        claim(study, trial, trials)
+        return objective(trial)
+
+    fill_study(study, claimed_objective, trials=trials, on_trial=on_trial)
 
 
 def accuracy_of(trial: FrozenTrial) -> float:

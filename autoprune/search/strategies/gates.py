@@ -34,6 +34,7 @@ from autoprune.search.strategies._base import (
     register_strategy,
 )
 from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
+from autoprune.search.workers import study_lock
 
 
 @register_strategy
@@ -74,15 +75,16 @@ class GatesStrategy(SearchStrategy):
         space = problem.space
         low = space.min_ratio
         high = max(low, self.max_min_ratio)
-        if not study.trials:
-            d = self.defaults
-            study.enqueue_trial(
-                {
-                    "weight": min(max(d.weight, self.weight[0]), self.weight[1]),
-                    "gate_lr": min(max(d.gate_lr, self.gate_lr[0]), self.gate_lr[1]),
-                    "min_ratio": low,
-                }
-            )
+        with study_lock(study):  # one worker of a shared study enqueues it
+            if not study.trials:
+                d = self.defaults
+                study.enqueue_trial(
+                    {
+                        "weight": min(max(d.weight, self.weight[0]), self.weight[1]),
+                        "gate_lr": min(max(d.gate_lr, self.gate_lr[0]), self.gate_lr[1]),
+                        "min_ratio": low,
+                    }
+                )
 
         # The gates start from the widest uniform network predicted within the budget: feasible, and
         # inside the profile's region (at the dense corner a learnt predictor's slope can even be wrong).

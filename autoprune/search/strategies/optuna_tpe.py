@@ -19,7 +19,8 @@ from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths
 from autoprune.search.strategies._base import SearchProblem, SearchStrategy, StudySettings, register_strategy
-from autoprune.search.study import Candidate, Report, ranked_candidates, trained
+from autoprune.search.study import Candidate, Report, ranked_candidates
+from autoprune.search.workers import claim, fill_study, study_lock
 
 PROPOSALS_PER_TRIAL = 10
 
@@ -68,8 +69,9 @@ class OptunaStrategy(SearchStrategy):
     ) -> list[Candidate]:
         cost, limit = self.constraint(problem, study)
         space = problem.space
-        if not study.trials:  # start from the widest uniform network within the limit: feasible at once
-            study.enqueue_trial(space.params(space.widest_uniform_within(limit, cost)))
+        with study_lock(study):  # one worker of a shared study enqueues it
+            if not study.trials:  # start from the widest uniform network within the limit: feasible at once
+                study.enqueue_trial(space.params(space.widest_uniform_within(limit, cost)))
         multi = self.objectives == 2
 
         def objective(trial: optuna.Trial) -> float | tuple[float, float]:
@@ -79,23 +81,16 @@ class OptunaStrategy(SearchStrategy):
             trial.set_user_attr("widths", widths)
             trial.set_user_attr("predicted_ms", predicted)
             trial.set_constraint("budget", excess)
+            if excess <= 0:
+                claim(study, trial, trials)  # StudyFull when every network is trained or claimed
             trial.set_user_attr("evaluated", excess <= 0)
             accuracy = problem.evaluate(widths, self._reporter(trial)) if excess <= 0 else 0.0
             return (accuracy, predicted) if multi else accuracy
 
-        # --trials counts trained networks: a proposal predicted over the limit costs one prediction, so
-        # it does not use up the budget of trials (at most PROPOSALS_PER_TRIAL proposals each).
-        report = on_trial or (lambda done, total: None)
-        report(trained(study), trials)
-
-        def progress(s: optuna.Study, _t: optuna.trial.FrozenTrial) -> None:
-            report(min(trained(s), trials), trials)
-            if trained(s) >= trials:
-                s.stop()
-
-        left = PROPOSALS_PER_TRIAL * trials - len(study.trials)
-        if trained(study) < trials and left > 0:
-            study.optimize(objective, n_trials=left, callbacks=[progress], catch=())
+        # --trials counts trained networks (every worker's): a proposal predicted over the limit costs one
+        # prediction, so it does not use up the budget of trials (at most PROPOSALS_PER_TRIAL proposals each).
+        most = PROPOSALS_PER_TRIAL * trials
+        fill_study(study, objective, trials=trials, max_trials=most, on_trial=on_trial)
         return ranked_candidates(study, space)
 
     def _reporter(self, trial: optuna.Trial) -> Report | None:
