@@ -40,6 +40,7 @@ from autoprune.search import (
     measured_once,
     open_study,
     reference_scale,
+    release_storage,
     resolve_budget,
     run_strategy,
     search_reference,
@@ -134,8 +135,9 @@ def search(
     measure = measurer(timed)
 
     settings = strategy.study_settings(seed=config.seed, trials=config.trials)
+    storage_url = storage or f"sqlite:///{run_dir / 'study.db'}"
     opt_study = open_study(
-        storage=storage or f"sqlite:///{run_dir / 'study.db'}",
+        storage=storage_url,
         study_name=study,
         sampler=settings.sampler,
         directions=settings.directions,
@@ -280,6 +282,7 @@ def search(
         study=opt_study, space=space, margin_floor=tolerance,
     )  # fmt: skip
     finalists, front, sections = write_search_outputs(run_dir, record)
+    release_storage(storage_url)
     release_run_dir(run_dir, "search")
     return SearchResult(
         run_dir, budget_ms if has_budget else None, dense, final, pruned.widths, finalists, front, sections,

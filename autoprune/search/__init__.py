@@ -48,7 +48,7 @@ from autoprune.search.study import (
     save_start,
     trial_widths,
 )
-from autoprune.search.workers import StudyFull, claim, study_lock
+from autoprune.search.workers import StudyFull, claim, release_storage, study_lock
 
 __all__ = [
     "Candidate",
@@ -83,6 +83,7 @@ __all__ = [
     "reference_scale",
     "register_criterion",
     "register_strategy",
+    "release_storage",
     "resolve_budget",
     "run_strategy",
     "save_start",

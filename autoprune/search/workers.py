@@ -45,7 +45,7 @@ CLAIM, WORKER, EVALUATED = "claim", "worker", "evaluated"
 
 Lock = Callable[[], AbstractContextManager[Any]]
 _LOCKS: weakref.WeakKeyDictionary[optuna.Study, Lock] = weakref.WeakKeyDictionary()
-_HELD: dict[str, IO[bytes]] = {}  # sqlite files this process is the worker of (locked until it exits)
+_HELD: dict[str, IO[bytes]] = {}  # sqlite files this process is the worker of (until release_storage)
 
 
 class StudyFull(Exception):
@@ -123,7 +123,7 @@ def _one_sqlite_worker(rdb: optuna.storages.RDBStorage, storage: str) -> None:
     path = Path(database).resolve()
     if str(path) in _HELD:
         return
-    f = open(f"{path}.lock", "ab")  # noqa: SIM115 -- held open until the process exits
+    f = open(path.with_name(f".{path.name}.lock"), "ab")  # noqa: SIM115 -- held until release_storage
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -133,6 +133,23 @@ def _one_sqlite_worker(rdb: optuna.storages.RDBStorage, storage: str) -> None:
             "for several workers pass --storage postgresql://USER@HOST/DB or journal:///PATH/study.log"
         ) from None
     _HELD[str(path)] = f
+
+
+def release_storage(storage: str) -> None:
+    """Drop the sqlite file's lock ``open_storage`` took for this process (a process that runs many
+    searches keeps no descriptors); nothing for other storages."""
+    if journal_path(storage) is not None:
+        return
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        return
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        f = _HELD.pop(str(Path(url.database).resolve()), None)
+        if f is not None:
+            f.close()  # closing the descriptor releases its flock
 
 
 def with_driver(storage: str) -> str:
