@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, ModelError
 from autoprune.graph import (
     ChannelGraph,
     apply_widths,
@@ -101,3 +101,39 @@ def test_channels_a_grouped_convolution_produces_or_reads_stay_dense_and_pruning
     pruned, _ = pruned_copy(model, example, widths)
     assert pruned(example).shape == (1, 10)
     assert measure_widths(pruned, example) == widths
+
+
+def test_a_model_torch_pruning_cannot_map_is_refused_with_one_line_naming_the_layer() -> None:
+    # ShuffleNet's channel shuffle (view -> transpose -> view of the channel axis) breaks Torch-Pruning's
+    # index mapping (a ZeroDivisionError inside it): refused when the graph is built, before any work.
+    model = create_model("torchvision:shufflenet_v2_x0_5").eval()
+    with pytest.raises(ModelError) as info:
+        ChannelGraph(model, torch.zeros(1, 3, 64, 64))
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert "Torch-Pruning cannot map" in message and "ViewBackward0" in message
+    layer = message.split("after layer '")[1].split("'")[0]
+    assert layer in dict(model.named_modules())  # a real layer of the model, next to the failing op
+
+
+def test_a_model_with_no_prunable_group_is_refused() -> None:
+    # Only the classifier (never pruned) and a grouped convolution (left dense): nothing to shrink.
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, groups=2), torch.nn.Flatten(), torch.nn.LazyLinear(10)
+    ).eval()
+    x = torch.zeros(1, 4, 8, 8)
+    model(x)
+    with pytest.raises(ModelError, match=r"no prunable channel group .* classifier '2'"):
+        ChannelGraph(model, x)
+
+
+def test_profile_refuses_an_unmappable_model_at_the_start(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from autoprune.cli import main
+
+    out = tmp_path / "p.parquet"
+    code = main(
+        ["profile", "torchvision:shufflenet_v2_x0_5", "--input-shape", "1x3x64x64", "--out", str(out)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Torch-Pruning cannot map" in err, err
+    assert list(tmp_path.iterdir()) == []
