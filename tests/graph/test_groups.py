@@ -137,3 +137,31 @@ def test_profile_refuses_an_unmappable_model_at_the_start(tmp_path, capsys) -> N
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Torch-Pruning cannot map" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+class _FixedWidth(torch.nn.Module):
+    """Patch embedding reshaped to a stored channel count, as torchvision's ViT does with hidden_dim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 16
+        self.proj = torch.nn.Conv2d(3, 16, 4, stride=4)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        t = self.proj(x).reshape(n, self.width, (h // 4) * (w // 4)).permute(0, 2, 1)
+        t = t + self.mlp(t)
+        return self.head(t.mean(1))
+
+
+def test_pruning_a_width_the_models_code_fixes_is_refused_naming_the_group() -> None:
+    model, x = _FixedWidth().eval(), torch.zeros(1, 3, 16, 16)
+    groups = {g.name: g.channels for g in ChannelGraph(model, x).groups}
+    assert groups == {"proj": 16, "mlp.0": 32}
+    with pytest.raises(ModelError) as info:
+        pruned_copy(model, x, {"proj": 8})
+    assert "group 'proj' is pruned" in str(info.value) and "\n" not in str(info.value)
+    pruned, _ = pruned_copy(model, x, {"mlp.0": 8})  # the other group prunes and runs
+    assert pruned(x).shape == (1, 10)
