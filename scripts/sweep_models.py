@@ -216,6 +216,13 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str) -> s
     import torchvision
 
     counts: dict[str, int] = {}
+    for r in rows.values():  # a refusal that came from running out of memory is no clean refusal
+        if r.get("status") == "refused" and "MemoryError" in r.get("message", ""):
+            r["status"] = "failed"
+            r["message"] = (
+                f"refused only after {r.get('seconds')} s, when Torch-Pruning ran out of memory: "
+                + r["message"]
+            )
     for n in names:
         status = rows.get(n, {}).get("status", "pending")
         counts[status] = counts.get(status, 0) + 1
@@ -290,6 +297,9 @@ def main() -> None:
     ap.add_argument("--redo", default="", help="comma-separated models to run again whatever their row")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per model")
     ap.add_argument("--memory-gb", type=float, default=12.0, help="address-space limit per model process")
+    ap.add_argument(
+        "--max-params", type=float, default=200.0, help="models with more million parameters are not run"
+    )
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -313,7 +323,16 @@ def main() -> None:
         ):
             continue
         print(f"{datetime.now(timezone.utc):%H:%M:%S} {name} ...", flush=True)
-        row = run_isolated(name, timeout=args.timeout, memory_gb=args.memory_gb)
+        if _params(name) > args.max_params * 1e6:
+            row = {
+                "model": name,
+                "status": "not run",
+                "params_m": round(_params(name) / 1e6, 1),
+                "message": f"over this sweep's --max-params {args.max_params:g}M (time and memory on this "
+                "shared machine); run it with a larger --max-params",
+            }
+        else:
+            row = run_isolated(name, timeout=args.timeout, memory_gb=args.memory_gb)
         row["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         print(f"    {row['status']} {row.get('seconds', '')} s {row.get('message', '')}", flush=True)
         rows[name] = row
