@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -239,7 +240,7 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str) -> s
     lines = [
         "# torchvision models through autoprune",
         "",
-        f"Command: `{command}`  ",
+        f"Command (the last run; rows of earlier runs are reused from the cache): `{command}`  ",
         f"Machine: {machine}, {versions}  ",
         f"Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         "",
@@ -300,6 +301,13 @@ def main() -> None:
     ap.add_argument(
         "--max-params", type=float, default=200.0, help="models with more million parameters are not run"
     )
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="MODEL=REASON",
+        help="record MODEL as not run, for REASON",
+    )
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -311,9 +319,8 @@ def main() -> None:
     todo.sort(key=_params)  # small models first: a partial sweep covers the most
     rows = load_cache(cache)
     redo = {n for n in args.redo.split(",") if n}
-    command = "python scripts/sweep_models.py " + " ".join(
-        a for a in sys.argv[1:] if not a.startswith("--redo") and not a.startswith("--models")
-    )
+    skip = dict(item.split("=", 1) for item in args.skip)
+    command = shlex.join(["python", "scripts/sweep_models.py", *sys.argv[1:]])
     for name in todo:
         old = rows.get(name)
         if (
@@ -323,7 +330,9 @@ def main() -> None:
         ):
             continue
         print(f"{datetime.now(timezone.utc):%H:%M:%S} {name} ...", flush=True)
-        if _params(name) > args.max_params * 1e6:
+        if name in skip:
+            row = {"model": name, "status": "not run", "message": skip[name]}
+        elif _params(name) > args.max_params * 1e6:
             row = {
                 "model": name,
                 "status": "not run",
