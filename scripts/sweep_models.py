@@ -230,7 +230,7 @@ def load_cache(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def render(rows: dict[str, dict[str, Any]], names: list[str], command: str) -> str:
+def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note: str = "") -> str:
     import torch
     import torch_pruning
     import torchvision
@@ -259,7 +259,7 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str) -> s
     lines = [
         "# torchvision models through autoprune",
         "",
-        f"Command (the last run; rows of earlier runs are reused from the cache): `{command}`  ",
+        f"Command: `{command}`{note}  ",
         f"Machine: {machine}, {versions}  ",
         f"Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         "",
@@ -334,6 +334,7 @@ def main() -> None:
         metavar="MODEL=REASON",
         help="record MODEL as not run, for REASON",
     )
+    ap.add_argument("--render", action="store_true", help="only rewrite OUT from the cache")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -347,6 +348,12 @@ def main() -> None:
     redo = {n for n in args.redo.split(",") if n}
     skip = dict(item.split("=", 1) for item in args.skip)
     command = shlex.join(["python", "scripts/sweep_models.py", *sys.argv[1:]])
+    note = ""
+    if args.render:
+        todo = []
+        argv = [a for a in sys.argv[1:] if a != "--render"]
+        command = shlex.join(["python", "scripts/sweep_models.py", *argv])
+        note = " (run several times, resuming; rows rerun with `--redo` after fixes)"
     for name in todo:
         old = rows.get(name)
         if (
@@ -374,8 +381,8 @@ def main() -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with cache.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        args.out.write_text(render(rows, names, command.strip()))
-    args.out.write_text(render(rows, names, command.strip()))
+        args.out.write_text(render(rows, names, command, note))
+    args.out.write_text(render(rows, names, command, note))
 
 
 if __name__ == "__main__":
