@@ -112,7 +112,7 @@ def run_one(name: str) -> dict[str, Any]:
         row["params_m"] = round(sum(p.numel() for p in net.parameters()) / 1e6, 2)
         stage = "forward (dense)"
         size = None
-        for s in (*SIZES, _min_size(name)):
+        for s in (*SIZES, _min_size(name), 224):  # 224: the size torchvision builds ViTs for
             try:
                 check_forward(net, spec, [1, 3, s, s])
                 size = s
