@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> None:
         SearchConfig,
         TrainConfig,
     )
-    from autoprune.export import TensorRTExport
+    from autoprune.export import OnnxExport, TensorRTExport
     from autoprune.report import comparison_table, predictor_table
     from autoprune.search import strategy_options
 
@@ -248,6 +248,8 @@ def _run(args: argparse.Namespace) -> None:
             progress.stop()
             line = f"wrote {e.path}; max |{args.format} - torch| = {e.max_abs_diff:.3g}"
             line += f" (tolerance {e.tolerance:.3g})"
+            if isinstance(e, OnnxExport) and e.exporter != "torchscript":
+                line += f" ({e.exporter} exporter: the TorchScript one cannot export an op here)"
             if isinstance(e, TensorRTExport) and e.latency is not None:
                 line += f"; {e.latency.median_ms:.4f} ms measured (sidecar {e.sidecar})"
             say(line)

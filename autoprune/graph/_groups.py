@@ -14,7 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from autoprune.errors import ConfigError
+from autoprune.errors import AutopruneError, ConfigError, ModelError
 
 Widths = dict[str, int]
 Criterion = Callable[[tp.Group], Tensor]
@@ -49,11 +49,16 @@ class ChannelGraph:
                 self.dg = tp.DependencyGraph().build_dependency(
                     model, example_inputs=example_input, verbose=False
                 )
+            all_groups = list(self.dg.get_all_groups(ignored_layers=[classifier]))
+        except AutopruneError:
+            raise
+        except Exception as exc:  # Torch-Pruning could not map some op: refuse now, not mid-search
+            raise ModelError(_untraceable(exc, names)) from exc
         finally:
             for m, training in modes:
                 m.training = training
         found: list[tuple[ChannelGroup, nn.Module, Callable[..., object]]] = []
-        for group in self.dg.get_all_groups(ignored_layers=[classifier]):
+        for group in all_groups:
             outs = [dep.target.module for dep, _ in group if self.dg.is_out_channel_pruning_fn(dep.handler)]
             # A grouped (non-depthwise) convolution anywhere in the group, producing its channels or
             # reading them, splits them into fixed blocks that Torch-Pruning does not keep consistent
@@ -64,6 +69,12 @@ class ChannelGraph:
             root = group[0].dep
             channels = self.dg.get_out_channels(root.target.module)
             found.append((ChannelGroup(members[0], channels, members), root.target.module, root.handler))
+        if not found:
+            raise ModelError(
+                f"the model has no prunable channel group (all {len(all_groups)} groups Torch-Pruning found "
+                f"end in the classifier '{names.get(classifier, '?')}' or touch a grouped convolution): "
+                "autoprune cannot shrink it; use a model with ordinary convolutions or linear layers"
+            )
         found.sort(key=lambda item: order[item[0].name])
         self.groups: list[ChannelGroup] = [g for g, _, _ in found]
         self._roots = {g.name: (module, handler) for g, module, handler in found}
@@ -92,6 +103,39 @@ class ChannelGraph:
             if remove:
                 module, handler = self._roots[g.name]
                 self.dg.get_pruning_group(module, handler, remove).prune()
+
+
+def _untraceable(exc: Exception, names: Mapping[nn.Module, str]) -> str:
+    """One line for a model Torch-Pruning cannot map: the op it failed on (found in the traceback) and
+    the nearest layer that feeds it, since ops such as a reshape have no name of their own."""
+    node = None
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost graph node any Torch-Pruning frame was working on
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, tp.dependency.Node):
+                node = value
+                break
+        tb = tb.tb_next
+    where = ""
+    if node is not None:
+        op = type(node.grad_fn).__name__ if node.grad_fn is not None else type(node.module).__name__
+        layer = names.get(node.module)
+        if layer is None:  # walk back to the nearest named layer that feeds it
+            seen, queue = {id(node)}, list(node.inputs)
+            while queue and layer is None:
+                n = queue.pop(0)
+                layer = names.get(n.module)
+                queue += [i for i in n.inputs if id(i) not in seen]
+                seen.update(id(i) for i in n.inputs)
+            where = f" at its {op} op" + (f" after layer '{layer}'" if layer else "")
+        else:
+            where = f" at layer '{layer}' ({op})"
+    detail = " ".join(str(exc).split())[:120]
+    return (
+        f"Torch-Pruning cannot map this model's channels{where} ({type(exc).__name__}: {detail}): autoprune "
+        "cannot prune it; use a model without that op (e.g. a channel shuffle or reshape of the channel "
+        "axis), or pass a model file that replaces it"
+    )
 
 
 def _is_grouped_conv(module: nn.Module) -> bool:

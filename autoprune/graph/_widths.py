@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, ModelError
 from autoprune.graph._groups import ChannelGraph, ChannelGroup, Criterion, Widths
 
 
@@ -111,7 +111,43 @@ def apply_widths(
         if len(idx) != full.get(name, -1):
             raise ConfigError(f"group '{name}': {len(idx)} kept indices for width {full.get(name)}")
     graph.prune(kept)
+    _check_runs(model, example_input, graph, full)
     return kept
+
+
+def _check_runs(
+    model: nn.Module, example_input: Tensor, graph: ChannelGraph, widths: Mapping[str, int]
+) -> None:
+    """Run the pruned ``model`` once: a model whose code fixes a width (a reshape to a stored channel
+    count, as torchvision's ViT does with its hidden size) fails here, with the group to blame named."""
+    done: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: done.append(names[mod]))
+        for m in model.modules()
+        if not any(True for _ in m.children())
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    except Exception as exc:
+        last = done[-1] if done else None
+        pruned = [g for g in graph.groups if widths.get(g.name, g.channels) < g.channels]
+        blamed = next((g.name for g in pruned if last in g.members), None)
+        after = f" right after layer '{last}'" if last else ""
+        group = f"group '{blamed}'" if blamed else f"{len(pruned)} groups"
+        detail = " ".join(str(exc).split())[:120]
+        raise ModelError(
+            f"the model no longer runs once {group} is pruned ({type(exc).__name__}{after}: {detail}): its "
+            "code fixes that width (e.g. a reshape to a stored channel count), so autoprune cannot prune it; "
+            "use a model whose forward reads widths from its tensors"
+        ) from exc
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
 
 
 def pruned_copy(

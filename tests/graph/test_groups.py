@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, ModelError
 from autoprune.graph import (
     ChannelGraph,
     apply_widths,
@@ -101,3 +101,67 @@ def test_channels_a_grouped_convolution_produces_or_reads_stay_dense_and_pruning
     pruned, _ = pruned_copy(model, example, widths)
     assert pruned(example).shape == (1, 10)
     assert measure_widths(pruned, example) == widths
+
+
+def test_a_model_torch_pruning_cannot_map_is_refused_with_one_line_naming_the_layer() -> None:
+    # ShuffleNet's channel shuffle (view -> transpose -> view of the channel axis) breaks Torch-Pruning's
+    # index mapping (a ZeroDivisionError inside it): refused when the graph is built, before any work.
+    model = create_model("torchvision:shufflenet_v2_x0_5").eval()
+    with pytest.raises(ModelError) as info:
+        ChannelGraph(model, torch.zeros(1, 3, 64, 64))
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert "Torch-Pruning cannot map" in message and "ViewBackward0" in message
+    layer = message.split("after layer '")[1].split("'")[0]
+    assert layer in dict(model.named_modules())  # a real layer of the model, next to the failing op
+
+
+def test_a_model_with_no_prunable_group_is_refused() -> None:
+    # Only the classifier (never pruned) and a grouped convolution (left dense): nothing to shrink.
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, groups=2), torch.nn.Flatten(), torch.nn.LazyLinear(10)
+    ).eval()
+    x = torch.zeros(1, 4, 8, 8)
+    model(x)
+    with pytest.raises(ModelError, match=r"no prunable channel group .* classifier '2'"):
+        ChannelGraph(model, x)
+
+
+def test_profile_refuses_an_unmappable_model_at_the_start(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from autoprune.cli import main
+
+    out = tmp_path / "p.parquet"
+    code = main(
+        ["profile", "torchvision:shufflenet_v2_x0_5", "--input-shape", "1x3x64x64", "--out", str(out)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Torch-Pruning cannot map" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FixedWidth(torch.nn.Module):
+    """Patch embedding reshaped to a stored channel count, as torchvision's ViT does with hidden_dim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 16
+        self.proj = torch.nn.Conv2d(3, 16, 4, stride=4)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        t = self.proj(x).reshape(n, self.width, (h // 4) * (w // 4)).permute(0, 2, 1)
+        t = t + self.mlp(t)
+        return self.head(t.mean(1))
+
+
+def test_pruning_a_width_the_models_code_fixes_is_refused_naming_the_group() -> None:
+    model, x = _FixedWidth().eval(), torch.zeros(1, 3, 16, 16)
+    groups = {g.name: g.channels for g in ChannelGraph(model, x).groups}
+    assert groups == {"proj": 16, "mlp.0": 32}
+    with pytest.raises(ModelError) as info:
+        pruned_copy(model, x, {"proj": 8})
+    assert "group 'proj' is pruned" in str(info.value) and "\n" not in str(info.value)
+    pruned, _ = pruned_copy(model, x, {"mlp.0": 8})  # the other group prunes and runs
+    assert pruned(x).shape == (1, 10)
