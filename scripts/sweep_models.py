@@ -278,9 +278,9 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note
         "(the parity tolerance is 1e-4 + 1e-3 x that, so the check is weak where it is tiny); *ONNX diff* "
         "the largest |onnxruntime - torch| over the widths; *s* the seconds for the model on this shared "
         "machine. BatchNorm statistics come from one random batch first: untrained in eval mode, several "
-        "networks give logits near 1e-13. Rows whose logit is *not recorded* were swept before that "
-        "calibration was added, so their parity check may be weak (EfficientNet, MnasNet, MobileNet: rerun "
-        "them with `--redo`); the family test calibrates and asserts logits above 1e-3.",
+        "networks give logits near 1e-13. A row whose logit is *not recorded* was swept before that "
+        "calibration was added, so its parity check may be weak (rerun it with `--redo`); the family test "
+        "calibrates and asserts logits above 1e-3.",
         "",
         "This full list comes from `scripts/sweep_models.py` (resumable: rows are cached in the JSON-lines "
         "file beside this one). The test suite runs one small member of each family "

@@ -41,6 +41,7 @@ class ChannelGraph:
         self.model = model
         names = {module: name for name, module in model.named_modules()}
         order = {name: i for i, name in enumerate(names.values())}
+        _refuse_attention(model)
         modes = [(m, m.training) for m in model.modules()]
         model.eval()  # tracing runs the model: in train mode it would move BatchNorm's running statistics
         try:
@@ -103,6 +104,24 @@ class ChannelGraph:
             if remove:
                 module, handler = self._roots[g.name]
                 self.dg.get_pruning_group(module, handler, remove).prune()
+
+
+def _refuse_attention(model: nn.Module) -> None:
+    """Refuse, before any tracing, a self-attention layer: its query, key and value projections split
+    channels into heads, which Torch-Pruning maps only with per-model head settings autoprune does not
+    pass (tracing Swin or MaxViT without them runs out of memory after minutes; ViT's code fixes its
+    width). A self-attention layer: ``nn.MultiheadAttention``, or a module named ``...Attention`` holding
+    a linear layer to three times its input width (a fused query-key-value projection)."""
+    for name, module in model.named_modules():
+        fused = type(module).__name__.endswith("Attention") and any(
+            isinstance(m, nn.Linear) and m.out_features == 3 * m.in_features for m in module.modules()
+        )
+        if isinstance(module, nn.MultiheadAttention) or fused:
+            raise ModelError(
+                f"layer '{name}' ({type(module).__name__}) is a self-attention layer: autoprune prunes the "
+                "channels of convolutional networks and cannot prune attention heads (ViT, Swin, MaxViT); "
+                "use a convolutional network"
+            )
 
 
 def _untraceable(exc: Exception, names: Mapping[nn.Module, str]) -> str:

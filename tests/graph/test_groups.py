@@ -127,6 +127,35 @@ def test_a_model_with_no_prunable_group_is_refused() -> None:
         ChannelGraph(model, x)
 
 
+@pytest.mark.parametrize("name", ["vit_b_32", "swin_t", "maxvit_t"])
+def test_self_attention_is_refused_before_tracing_naming_the_layer(name: str) -> None:
+    import torchvision
+
+    model = torchvision.models.get_model(name, num_classes=10)
+    with pytest.raises(ModelError, match=r"layer '[\w.]+' \(\w+\) is a self-attention layer") as info:
+        ChannelGraph(model, torch.zeros(1, 3, 224, 224))
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_a_convolutional_attention_block_is_not_taken_for_self_attention() -> None:
+    class ChannelAttention(torch.nn.Module):  # CBAM-style: a gate on the channels, no query/key/value
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            nn = torch.nn
+            self.fc = nn.Sequential(nn.Linear(c, c // 2), nn.ReLU(), nn.Linear(c // 2, c))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.sigmoid(self.fc(x.mean((2, 3))))[:, :, None, None]
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), ChannelAttention(8), torch.nn.Conv2d(8, 8, 3), torch.nn.Flatten(),
+        torch.nn.LazyLinear(10),
+    ).eval()  # fmt: skip
+    x = torch.zeros(1, 3, 12, 12)
+    model(x)
+    assert ChannelGraph(model, x).groups
+
+
 def test_profile_refuses_an_unmappable_model_at_the_start(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from autoprune.cli import main
 
