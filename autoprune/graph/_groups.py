@@ -110,10 +110,10 @@ def _refuse_attention(model: nn.Module) -> None:
     """Refuse, before any tracing, a self-attention layer: its query, key and value projections split
     channels into heads, which Torch-Pruning maps only with per-model head settings autoprune does not
     pass (tracing Swin or MaxViT without them runs out of memory after minutes; ViT's code fixes its
-    width). A self-attention layer: ``nn.MultiheadAttention``, or a module named ``...Attention`` holding
+    width). A self-attention layer: ``nn.MultiheadAttention``, or a module named ``...Attention...`` holding
     a linear layer to three times its input width (a fused query-key-value projection)."""
     for name, module in model.named_modules():
-        fused = type(module).__name__.endswith("Attention") and any(
+        fused = "Attention" in type(module).__name__ and any(
             isinstance(m, nn.Linear) and m.out_features == 3 * m.in_features for m in module.modules()
         )
         if isinstance(module, nn.MultiheadAttention) or fused:

@@ -127,7 +127,7 @@ def test_a_model_with_no_prunable_group_is_refused() -> None:
         ChannelGraph(model, x)
 
 
-@pytest.mark.parametrize("name", ["vit_b_32", "swin_t", "maxvit_t"])
+@pytest.mark.parametrize("name", ["vit_b_32", "swin_t", "swin_v2_t", "maxvit_t"])
 def test_self_attention_is_refused_before_tracing_naming_the_layer(name: str) -> None:
     import torchvision
 
