@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from cli_checks import fails_in_one_line as _fails
 
 from autoprune.cli import _backend_options, build_parser, main
 from autoprune.graph import ChannelGraph, narrowest_widths
@@ -71,14 +72,6 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert len(pd.read_parquet(out / "profile.parquet")) == profiled
     assert (out / "dense.pt").stat().st_mtime_ns == trained_at
     assert json.loads((out / "profile.json").read_text())["sampling"]["samples"] == 16
-
-
-def _fails(capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:
-    code = main(args)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert expected in err, err
-    assert len(err.splitlines()) == 1, err
 
 
 def test_bad_inputs_exit_2_with_one_line(

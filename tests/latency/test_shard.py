@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import fails_in_one_line as _fails
 from doubles import CountingBackend, SlowedBackend
 
 from autoprune import api
@@ -44,14 +45,6 @@ def _profile(out: Path, backend: CountingBackend, *, samples: int = 8, shard: Sh
 
 def _keys(prof: Profile) -> set[tuple[int, ...]]:
     return {tuple(w.values()) for w in prof.widths()}
-
-
-def _fails(capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:
-    code = main(args)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert expected in err, err
-    assert len(err.splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("count", [2, 3])
