@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-prune-trials", action="store_true", help="optuna: do not stop hopeless trials (median pruner)"
     )
-    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--trials", type=int, default=None, help=_trials_help())
     p.add_argument(
         "--storage",
         help="Optuna storage (default: a sqlite file in the run directory, one worker). Several workers "
@@ -312,3 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-epochs", type=int, default=5)
     p.add_argument("--strategy", default="optuna", help=f"search strategy: {' | '.join(list_strategies())}")
     return parser
+
+
+def _trials_help() -> str:
+    """What ``--trials`` counts under each strategy, and its default there, from the registry."""
+    from autoprune.search import list_strategies, strategy_class
+
+    each = "; ".join(
+        f"{n}: {strategy_class(n).trial_means} ({strategy_class(n).default_trials})" for n in list_strategies()
+    )
+    return f"how many trials; what a trial is and the default depend on --strategy: {each}"

@@ -170,13 +170,14 @@ class SearchConfig(_Config):
     strategy: str | None = None  # None: "playprune" with max_accuracy_drop, else "optuna"
     objectives: int = 1  # optuna: 2 runs NSGA-II on (accuracy, predicted latency)
     prune_trials: bool = True  # optuna, one objective: the median pruner stops hopeless trials
-    trials: int = 30
+    trials: int | None = None  # None: the strategy's own default (``SearchStrategy.default_trials``)
     finetune_epochs: float = 1.0
     final_epochs: float = 5.0
     finalists: int = 3
     criterion: str = "l1"
     calibration_batches: int = 8
     distill: bool = False  # the final fine-tune distils from the dense network
+    augment: bool | None = None  # fine-tunes augment (crop + flip); None: where the data suits it
     margin: float | None = None
     lr: float = 0.05  # fine-tune lr: at 0.01 one epoch leaves a heavily pruned ResNet-20 near chance
     budget_confidence: float | None = None  # constrain the predictor's calibrated upper bound, not its mean
@@ -200,7 +201,9 @@ class SearchConfig(_Config):
         if self.strategy is None:
             object.__setattr__(self, "strategy", "optuna" if self.max_accuracy_drop is None else "playprune")
         _check_budget(self.budget_ms, self.budget_ratio)
-        self._positive("trials", "finalists", "lr", "calibration_batches")
+        self._positive("finalists", "lr", "calibration_batches")
+        if self.trials is not None and self.trials <= 0:
+            raise ConfigError(f"--trials must be > 0, got {self.trials}")
         if self.budget_confidence is not None and not 0.5 <= self.budget_confidence < 1:
             raise ConfigError(f"--budget-confidence must be in [0.5, 1), got {self.budget_confidence}")
         if self.finetune_epochs < 0 or self.final_epochs < 0:

@@ -134,7 +134,7 @@ def search(
 
     measure = measurer(timed)
 
-    settings = strategy.study_settings(seed=config.seed, trials=config.trials)
+    settings = strategy.study_settings(seed=config.seed, trials=config.trials or strategy.default_trials)
     storage_url = storage or f"sqlite:///{run_dir / 'study.db'}"
     opt_study = open_study(
         storage=storage_url,
@@ -223,7 +223,7 @@ def search(
         dense_accuracy=dense_val,
     )
     candidates = run_strategy(
-        strategy, problem, study=opt_study, trials=config.trials, on_trial=reporter.task("search trials")
+        strategy, problem, study=opt_study, trials=config.trials or strategy.default_trials, on_trial=reporter.task("search trials")
     )
     # Finalists' timings are kept in the run directory: a rerun (after a crash in the fine-tune, say)
     # reuses them, so each finalist is measured once and the same one is chosen. Workers of one study

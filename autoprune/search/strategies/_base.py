@@ -66,6 +66,12 @@ class SearchProblem:
     network: DenseNetwork | None = None  # for a strategy that trains the network itself
     max_accuracy_drop: float | None = None  # percentage points of validation accuracy
     dense_accuracy: float | None = None  # the dense network's validation accuracy (fraction)
+    # The cheap accuracy estimate (adaptive BatchNorm: statistics re-estimated on fixed training batches,
+    # accuracy on a fixed validation subset; ``autoprune.search.proxy``), for a strategy that screens many.
+    proxy: Callable[[Widths], float] | None = None
+    # ``finetune(widths, epochs, seed)``: validation accuracy after pruning, recalibration and a fine-tune
+    # of ``epochs`` with data order ``seed``: the same for every network it is given (a fair rerank).
+    finetune: Callable[[Widths, float, int], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ class SearchStrategy(ABC):
     needs_gradients: ClassVar[bool] = False  # needs a differentiable predictor (``DenseNetwork.latency``)
     options: ClassVar[tuple[StrategyOption, ...]] = ()  # its settings: command-line flags and keywords
     tolerance: ClassVar[bool] = False  # honours an accuracy tolerance (--max-accuracy-drop)
+    default_trials: ClassVar[int] = 30  # --trials when not given
+    trial_means: ClassVar[str] = "networks trained"  # what --trials counts, for --help
 
     @classmethod
     def from_config(cls, config: SearchConfig) -> SearchStrategy:
@@ -173,6 +181,8 @@ _BUILTIN = {
     "droppruning": "autoprune.search.strategies.droppruning",
     "playprune": "autoprune.search.strategies.playprune",
     "pfp": "autoprune.search.strategies.pfp",
+    "screen": "autoprune.search.strategies.screen",
+    "halp": "autoprune.search.strategies.halp",
 }
 _REGISTRY: dict[str, type[SearchStrategy]] = {}
 
