@@ -5,6 +5,7 @@ measures that law, accuracy grows with the kept importance."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import replace
 from pathlib import Path
@@ -231,6 +232,17 @@ class TestPFPStrategy(StrategyContract):
         return replace(problem(device, budget_ms=budget_ms), network=dense_network(work_dir))
 
 
+class TestHalp(StrategyContract):
+    name = "halp"
+    options: ClassVar[dict[str, Any]] = {"halp_steps": 3, "halp_prune_fraction": 0.75, "fallbacks": 3}
+    trials = 1
+
+    def make_problem(self, device: CountingDevice, *, budget_ms: float, work_dir: Path) -> SearchProblem:
+        # 4 batches: a step after each of the first 3, the last recovers.
+        network = replace(dense_network(work_dir, differentiable=False), train=tiny_data(128))
+        return replace(problem(device, budget_ms=budget_ms), network=network)
+
+
 # ---------------------------------------------------------------- what defines each one
 
 
@@ -345,9 +357,11 @@ def test_a_strategys_own_options_reach_it_and_no_other_strategy_takes_them() -> 
         return SearchConfig(budget_ratio=0.5, strategy=strategy, strategy_options=options)
 
     assert strategy_options()["--fallbacks"].name == "fallbacks"
-    for name in ("knapsack", "uniform", "gates", "droppruning"):
+    for name in ("knapsack", "uniform", "gates", "droppruning", "halp"):
         assert strategy_class(name).from_config(config(name, fallbacks=1)).fallbacks == 1  # type: ignore[attr-defined]
-    owners = "--fallbacks is an option of --strategy droppruning or gates or knapsack or uniform"
+    owners = (
+        "--fallbacks is an option of --strategy droppruning or gates or halp or knapsack or screen or uniform"
+    )
     with pytest.raises(ConfigError, match=owners):
         strategy_class("optuna").from_config(config("optuna", fallbacks=1))
     with pytest.raises(ConfigError, match="nope, not of 'knapsack'"):
@@ -394,3 +408,101 @@ def test_gates_trials_tune_the_outer_knobs_and_keep_what_they_trained(tmp_path: 
         assert all(f.widths[k] <= c.widths[k] for f in falls for k in c.widths)
         before = dense_network(tmp_path).module.state_dict()
         assert any(not torch.equal(v, before[k]) for k, v in module.state_dict().items())  # retrained
+
+
+def test_halp_prunes_in_steps_down_to_the_budget_and_zeroes_what_it_pruned(tmp_path: Path) -> None:
+    candidates, study, device = TestHalp().run(tmp_path)
+    assert device.timed == 0 and len(study.trials) == 1
+    t = study.trials[0]
+    assert t.user_attrs["steps"] == 3 and t.user_attrs["step_batches"] == [1, 2, 3]  # 3/4 of 4 batches
+    targets, predicted = t.user_attrs["step_targets_ms"], t.user_attrs["step_predicted_ms"]
+    dense_ms = latency(SPACE.dense())
+    assert targets == pytest.approx([dense_ms * (BUDGET / dense_ms) ** (k / 3) for k in (1, 2, 3)])
+    assert all(p <= target for p, target in zip(predicted, targets, strict=True))
+    assert dense_ms > predicted[0] > predicted[1] > predicted[2] == t.user_attrs["predicted_ms"]
+    steps = [SPACE.dense(), *t.user_attrs["step_widths"]]
+    assert all(b[k] <= a[k] for a, b in itertools.pairwise(steps) for k in a)  # never grows back
+    best = candidates[0]
+    assert best.trial == 0 and best.widths == steps[-1] and best.predicted_ms <= BUDGET
+    module, scores = load_start(best.start, Tiny())
+    for name, width in best.widths.items():
+        kept = torch.topk(scores[name], width).indices
+        pruned = torch.ones(len(scores[name]), dtype=torch.bool).index_fill(0, kept, False)
+        assert float(scores[name][kept].min()) > max(scores[name][pruned].tolist(), default=-1.0)
+        conv, bn = getattr(module, name), getattr(module, f"{name}_bn")
+        assert not conv.weight[pruned].any() and not bn.weight[pruned].any() and not bn.bias[pruned].any()
+        assert conv.weight[kept].abs().sum(dim=(1, 2, 3)).min() > 0  # trained, not zeroed
+    # Fallbacks: narrower networks down the greedy path from the final widths, pruned from its weights.
+    falls = candidates[1:]
+    assert falls and all(f.start == best.start and f.predicted_ms < best.predicted_ms for f in falls)
+    assert all(f.widths[k] <= best.widths[k] for f in falls for k in best.widths)
+
+
+def test_halp_importance_is_taylor_of_the_coupled_layers_re_estimated_at_every_step(tmp_path: Path) -> None:
+    """|Σ g·w| over a group's coupled parameters, per batch, averaged since the last step; each step
+    keeps the most important of its own fresh estimate."""
+    import torch.nn.functional as F
+
+    from autoprune.graph import ChannelGraph
+    from autoprune.search.halp import HalpSettings, TaylorMasks, halp_prune
+
+    torch.manual_seed(0)
+    net = Tiny(residual=True)  # e and f couple: one group "e" over e, e_bn, f, f_bn
+    groups = ChannelGraph(net, EXAMPLE).groups
+    batches = [(x, y) for x, y in torch.utils.data.DataLoader(tiny_data(64), batch_size=32)]
+
+    def taylor(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        ref = copy.deepcopy(net).train()
+        F.cross_entropy(ref(x), y).backward()
+        out = {}
+        for g in groups:
+            layers = ("e", "e_bn", "f", "f_bn") if g.name == "e" else (g.name, f"{g.name}_bn")
+            gw = [
+                (p.grad * p).reshape(p.shape[0], -1).sum(1)
+                for n in layers
+                for p in getattr(ref, n).parameters()
+            ]
+            out[g.name] = torch.stack(gw).sum(0).abs()
+        return out
+
+    masked = TaylorMasks(copy.deepcopy(net), EXAMPLE, groups).train()
+    expected = [taylor(x, y) for x, y in batches]
+    for x, y in batches:
+        F.cross_entropy(masked(x), y).backward()
+    got = masked.importance()
+    for g in groups:  # per batch |Σ g·w|, then averaged: not |Σ| of the summed gradients
+        assert torch.allclose(
+            got[g.name], (expected[0][g.name] + expected[1][g.name]) / 2, rtol=1e-3, atol=1e-7
+        )
+    masked.reset()
+    x, y = batches[1]
+    F.cross_entropy(masked(x), y).backward()
+    assert all(
+        torch.allclose(masked.importance()[g.name], expected[1][g.name], rtol=1e-3, atol=1e-7) for g in groups
+    )
+
+    space = WidthSpace(tuple(groups), min_ratio=0.25)
+
+    def predict(w: Widths) -> float:
+        return sum(w[g.name] / g.channels for g in groups)
+
+    result = halp_prune(
+        copy.deepcopy(net), EXAMPLE, space, tiny_data(256), predict_ms=predict,
+        budget_ms=0.5 * predict(space.dense()), epochs=2.0, lr=0.05,
+        settings=HalpSettings(steps=3, prune_fraction=0.75),
+    )  # fmt: skip
+    # Fresh: each step averages the batches since the one before, on the network as that one left it.
+    assert [s.batch for s in result.steps] == [2, 4, 6]  # of 8: the last 2 recover
+    assert [s.averaged for s in result.steps] == [2, 2, 2]
+    for before, step in itertools.pairwise(result.steps):
+        assert any(not torch.allclose(before.importance[k], v) for k, v in step.importance.items())
+    keep = {g.name: set(range(g.channels)) for g in groups}
+    for step in result.steps:
+        for name, gone in step.removed.items():
+            keep[name] -= set(gone)
+            assert len(keep[name]) == step.widths[name]
+            if gone and keep[name]:  # the step dropped the least important by its own estimate
+                assert max(float(step.importance[name][c]) for c in gone) <= min(
+                    float(step.importance[name][c]) for c in keep[name]
+                )
+    assert {k: sorted(v) for k, v in keep.items()} == result.keep
