@@ -37,12 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="digits",
         help="digits | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | imagefolder:DIR",
     )
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=float, default=10, help="passes over the training split (0.5: half)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--out", required=True, help="checkpoint file to write")
+    _augment_flag(p, "each training batch")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint file to write; OUT.state.pt keeps the state after every epoch until it is "
+        "written, and rerunning the same command continues from there",
+    )
 
     p = sub.add_parser(
         "profile",
@@ -209,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training per trial before evaluation (gates: the joint training's length)",
     )
     p.add_argument("--final-epochs", type=float, default=5.0, help="fine-tune of the chosen network")
+    _augment_flag(p, "the fine-tunes' batches")
     p.add_argument("--finalists", type=int, default=3, help="candidates re-measured at a time")
     p.add_argument(
         "--criterion",
@@ -304,14 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default, on the CPU")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=float, default=8)
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--budget-ratio", type=float, default=0.6)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
-    p.add_argument("--final-epochs", type=int, default=5)
+    p.add_argument("--final-epochs", type=float, default=5)
     p.add_argument("--strategy", default="optuna", help=f"search strategy: {' | '.join(list_strategies())}")
     return parser
+
+
+def _augment_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"random crop (4-pixel zero padding) and horizontal flip of {what} (default: on for "
+        "cifar10 and imagefolder data, off for digits, mnist and fashion-mnist)",
+    )
 
 
 def _trials_help() -> str:
@@ -319,6 +336,7 @@ def _trials_help() -> str:
     from autoprune.search import list_strategies, strategy_class
 
     each = "; ".join(
-        f"{n}: {strategy_class(n).trial_means} ({strategy_class(n).default_trials})" for n in list_strategies()
+        f"{n}: {strategy_class(n).trial_means} ({strategy_class(n).default_trials})"
+        for n in list_strategies()
     )
     return f"how many trials; what a trial is and the default depend on --strategy: {each}"

@@ -58,7 +58,11 @@ def _run(args: argparse.Namespace) -> None:
         reporter = RichReporter(progress)
         if args.command == "train":
             train_cfg = TrainConfig(
-                epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed
+                epochs=args.epochs,
+                lr=args.lr,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                augment=args.augment,
             )
             r = api.train(
                 args.model,
@@ -164,6 +168,7 @@ def _run(args: argparse.Namespace) -> None:
                 criterion=args.criterion,
                 calibration_batches=args.calibration_batches,
                 distill=args.distill,
+                augment=args.augment,
                 margin=args.margin,
                 lr=args.lr,
                 budget_confidence=args.budget_confidence,

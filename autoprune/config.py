@@ -7,6 +7,7 @@ continues the same run or would silently mix two.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,16 +43,21 @@ def _check_budget(budget_ms: float | None, budget_ratio: float | None) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig(_Config):
-    """SGD with Nesterov momentum and a cosine learning-rate schedule."""
+    """SGD with Nesterov momentum and a cosine learning-rate schedule over ``epochs`` passes (fractions
+    allowed); ``augment``: random crop + flip of each batch (None: where the data suits it, see
+    ``DatasetSplits.augment_fits``)."""
 
-    epochs: int = 10
+    epochs: float = 10
     lr: float = 0.05
     batch_size: int = 64
     weight_decay: float = 5e-4
     seed: int = 0
+    augment: bool | None = None
 
     def __post_init__(self) -> None:
         self._positive("epochs", "lr", "batch_size")
+        if not math.isfinite(self.epochs):
+            raise ConfigError(f"--epochs must be a finite number, got {self.epochs}")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """The training loop shared by dense training and every fine-tune: SGD + Nesterov, cosine schedule,
-optionally distilling from a teacher (the dense network) while fine-tuning a pruned one."""
+optionally distilling from a teacher (the dense network) while fine-tuning a pruned one, optionally
+augmenting each batch (random crop + horizontal flip), and resumable after any complete epoch."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +16,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from autoprune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autoprune.data import DatasetSplits
+
+TrainState = dict[str, Any]
+"""What ``train`` hands ``on_epoch`` and takes back as ``state``: weights, optimiser, schedule, step and
+every random stream, enough to continue as if never stopped."""
 
 
 def train(
@@ -31,30 +41,44 @@ def train(
     parameters: Iterable[nn.Parameter] | None = None,
     penalty: Callable[[int, int], Tensor] | None = None,
     optimizers: Sequence[torch.optim.Optimizer] = (),
+    augment: bool = False,
+    on_epoch: Callable[[TrainState], None] | None = None,
+    state: TrainState | None = None,
 ) -> None:
     """Train ``model`` in place for ``epochs`` passes over ``dataset`` (fractions allowed: 0.5 is half
     an epoch). With a ``teacher``, the loss mixes in distillation (see ``distillation_loss``); the
-    teacher is put in eval mode and never updated. ``on_step(done, total)`` reports progress.
+    teacher is put in eval mode and never updated. ``on_step(done, total)`` reports progress. With
+    ``augment`` each batch goes through ``augment_batch``. ``seed`` fixes the data order and the
+    augmentation (each from its own generator; the global RNG only drives the model's own dropout).
 
     SGD trains ``parameters`` (default: all of ``model``'s); ``penalty(step, total)``, when given, is
     added to each step's loss after the forward pass, and ``optimizers`` step alongside SGD (e.g. gate
-    networks with their own optimiser)."""
+    networks with their own optimiser).
+
+    After each complete pass over the data ``on_epoch(state)`` gets a ``TrainState`` (live tensors:
+    serialise it before training goes on); passing it back as ``state``, with the same arguments,
+    continues from there, global RNG included, and ends where an uninterrupted run ends. The extra
+    ``optimizers`` are not in it."""
     if teacher is not None:
         _check_distill(distill_temperature, distill_alpha)
         teacher.eval()
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
-    )
-    total = max(1, math.ceil(epochs * len(loader))) if epochs > 0 else 0
+    order = torch.Generator().manual_seed(seed)
+    crops = torch.Generator().manual_seed(_stream_seed(seed, "augment"))  # independent of the order
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=order)
+    per_epoch = len(loader)
+    total = max(1, math.ceil(epochs * per_epoch)) if epochs > 0 else 0
     if total == 0:
         return
     params = list(model.parameters() if parameters is None else parameters)
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    step = 0 if state is None else _restore(state, total=total, model=model, opt=opt, sched=sched,
+                                            order=order, crops=crops)  # fmt: skip
     model.train()
-    step = 0
     while step < total:
         for x, y in loader:
+            if augment:
+                x = augment_batch(x, generator=crops)
             logits = model(x)
             if teacher is None:
                 loss = F.cross_entropy(logits, y)
@@ -77,7 +101,76 @@ def train(
                 on_step(step, total)
             if step == total:
                 break
+        if on_epoch is not None and step % per_epoch == 0:  # a complete pass: the loader drew its order
+            on_epoch(
+                {
+                    "step": step,
+                    "total": total,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "order_rng": order.get_state(),
+                    "augment_rng": crops.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                }
+            )
     model.eval()
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    """A seed for the random stream named ``stream`` of run ``seed``, unrelated to ``seed`` itself."""
+    digest = hashlib.blake2b(f"{stream}:{seed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _restore(
+    state: TrainState,
+    *,
+    total: int,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    order: torch.Generator,
+    crops: torch.Generator,
+) -> int:
+    """Load a ``TrainState`` into the run's objects; returns the step to continue from."""
+    if state["total"] != total:
+        raise ConfigError(
+            f"the saved training state is for {state['total']} steps, this run has {total}: "
+            "continue it with the settings it was saved with, or start afresh"
+        )
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])  # after the optimiser's: the schedule spans the whole run
+    order.set_state(state["order_rng"])
+    crops.set_state(state["augment_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def augment_batch(x: Tensor, *, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Each image of ``x`` (N, C, H, W) cropped back to H x W at a random offset from a copy zero-padded
+    by ``pad`` pixels on every side, and flipped left-right with probability 0.5: the standard recipe for
+    small natural images (He et al. 2016). Zero is the mean after normalisation, i.e. mid-grey. One
+    gather for the whole batch; draws from ``generator`` only."""
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    n, c, h, w = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)  # (2, N): top, left
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)  # (N,)
+    padded = F.pad(x, (pad, pad, pad, pad))  # (N, C, H + 2 pad, W + 2 pad)
+    across = torch.arange(w, device=x.device)
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = offsets[1, :, None] + torch.where(flip[:, None], across.flip(0), across)  # (N, W)
+    index = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[index, channel, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, H, W)
+
+
+def resolve_augment(requested: bool | None, ds: DatasetSplits) -> bool:
+    """Whether to augment: what the user asked for, or (None) whatever suits the data
+    (``DatasetSplits.augment_fits``). Asking for it on data it does not suit is the user's choice."""
+    return ds.augment_fits if requested is None else bool(requested)
 
 
 def distillation_loss(

@@ -424,3 +424,68 @@ def test_adapt_end_to_end_to_new_classes_and_a_rerun_reuses_the_generator(
     assert main(args) == 0  # the same command again: the meta-trained generator is reused
     again = json.loads((out / "adapt.json").read_text())
     assert again["reused_generator"] and again["meta_seconds"] == 0
+
+
+# ---------------------------------------------------------------- train: augmentation, fractions, resume
+
+
+def test_train_takes_fractional_epochs_and_records_augment(tmp_path: Path) -> None:
+    out = tmp_path / "dense.pt"
+    args = ["train", "resnet20", "--image-size", "8", "--epochs", "0.5", "--out", str(out)]
+    assert main([*args, "--augment"]) == 0
+    recorded = torch.load(out, weights_only=True)["train"]
+    assert recorded["epochs"] == 0.5 and recorded["augment"] is True
+    assert main(args) == 0
+    assert torch.load(out, weights_only=True)["train"]["augment"] is False  # digits: off by default
+
+
+def test_train_refuses_a_rerun_with_other_settings_in_one_line_and_resumes_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "dense.pt"
+    args = ["train", "resnet20", "--image-size", "8", "--epochs", "2", "--out", str(out)]
+
+    class Killed(BaseException):  # not an AutopruneError: gets past the CLI like a kill
+        pass
+
+    def kill(name: str) -> None:
+        if name == "train:epoch":
+            raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr("autoprune.api._train.kill_point", kill)
+        with pytest.raises(Killed):
+            main(args)
+    capsys.readouterr()  # the killed run's progress bar
+    state = tmp_path / "dense.pt.state.pt"
+    assert state.is_file() and not out.exists()
+    _fails(capsys, [*args, "--augment"], "pass a new --out, or delete")
+    _fails(capsys, [*args, "--lr", "0.1"], str(state))
+    assert main([*args, "--no-augment"]) == 0  # what the default resolves to on digits: the same run
+    assert out.is_file() and not state.exists()
+
+
+def test_augment_flags_reach_the_search_and_fractions_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoprune import api
+    from autoprune.config import SearchConfig
+
+    parser = build_parser()
+    demo = parser.parse_args(["demo", "--epochs", "0.5", "--final-epochs", "0.5"])
+    assert (demo.epochs, demo.final_epochs) == (0.5, 0.5)
+    assert parser.parse_args(["train", "resnet20", "--out", "x.pt"]).augment is None
+    seen: list[SearchConfig] = []
+
+    class Stop(Exception):
+        pass
+
+    def search(*args: object, config: SearchConfig, **kwargs: object) -> None:
+        seen.append(config)
+        raise Stop
+
+    monkeypatch.setattr(api, "search", search)
+    base = ["search", "resnet20", "--checkpoint", "c.pt", "--data", "digits", "--predictor", "p.pt"]
+    base += ["--budget-ratio", "0.5"]
+    for flag, expected in (([], None), (["--augment"], True), (["--no-augment"], False)):
+        with pytest.raises(Stop):
+            main([*base, *flag, "--out", "run"])
+        assert seen[-1].augment is expected

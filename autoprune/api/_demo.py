@@ -36,12 +36,12 @@ class DemoResult:
 def demo(
     out: str | Path = "runs/demo",
     *,
-    epochs: int = 8,
+    epochs: float = 8,
     samples: int = 100,
     trials: int = 24,
     budget_ratio: float = 0.6,
     finetune_epochs: float = 1.0,
-    final_epochs: int = 5,
+    final_epochs: float = 5,
     strategy: str = "optuna",
     reporter: Reporter = _SILENT,
 ) -> DemoResult:

@@ -83,12 +83,14 @@ def array_splits(
     image_size: int,
     val_fraction: float,
     test_fraction: float | None = None,
+    augment_fits: bool = False,
 ) -> DatasetSplits:
     """Resize (images uint8 (N, C, H, W), labels) pairs into train/val/test splits and wrap them.
 
     A shipped ``test`` pair is used as is and val is a fixed stratified ``val_fraction`` of ``train``;
     without one, test is a fixed stratified ``test_fraction`` of ``train`` and val ``val_fraction`` of
     the rest. Every split is normalised with the statistics of the final train split alone.
+    ``augment_fits``: whether crop + flip suits the images (``DatasetSplits.augment_fits``).
     """
     what = f"{prefix} training set"
     images, labels = resize_uint8(train[0], image_size), train[1]
@@ -111,4 +113,5 @@ def array_splits(
         test=ArrayDataset(test_images, test_labels, mean=mean, std=std),
         num_classes=num_classes,
         input_shape=(3, image_size, image_size),
+        augment_fits=augment_fits,
     )

@@ -70,5 +70,11 @@ def load_cifar10(root: Path, *, image_size: int) -> DatasetSplits:
     del parts
     test = _load_batch(batch_dir / TEST_BATCH)
     return array_splits(
-        "cifar10", train, test, num_classes=NUM_CLASSES, image_size=image_size, val_fraction=VAL_FRACTION
+        "cifar10",
+        train,
+        test,
+        num_classes=NUM_CLASSES,
+        image_size=image_size,
+        val_fraction=VAL_FRACTION,
+        augment_fits=True,  # small natural photos: crop + flip is the standard recipe
     )

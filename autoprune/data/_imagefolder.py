@@ -113,4 +113,5 @@ def load_imagefolder(root: Path, *, image_size: int) -> DatasetSplits:
         test=test,
         num_classes=len(full_train.classes),
         input_shape=(3, image_size, image_size),
+        augment_fits=True,  # photos, by assumption; --no-augment for images a flip changes
     )

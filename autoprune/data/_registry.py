@@ -42,6 +42,9 @@ class DatasetSplits:
     test: Dataset[Sample]  # evaluated once per final model: shipped, or a fixed hold-out of train
     num_classes: int
     input_shape: tuple[int, int, int]  # (3, S, S)
+    # Whether random crop + horizontal flip suits the images (natural photos: yes; digits, letters and
+    # clothing, which flips or shifts can turn into another class or out of the frame: no).
+    augment_fits: bool = False
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,20 @@ def test_register_dataset_is_used_and_named_by_spec(monkeypatch: pytest.MonkeyPa
         register_dataset("toy", takes_dir=False)(load_toy)
 
 
+def test_augment_fits_small_natural_images_only(tmp_path: Path) -> None:
+    """Crop + flip suits photos (cifar10, imagefolder), not digits or clothing that a flip changes."""
+    idx = make_idx_dir(tmp_path / "idx")
+    folder = make_imagefolder(tmp_path / "folder", {"train": ALL3, "val": ALL3, "test": ALL3}, per_class=2)
+    fits = {
+        "digits": False,
+        f"mnist:{idx}": False,
+        f"fashion-mnist:{idx}": False,
+        f"cifar10:{make_cifar_dir(tmp_path / 'cifar')}": True,
+        f"imagefolder:{folder}": True,
+    }
+    assert {spec: load_dataset(spec, image_size=8).augment_fits for spec in fits} == fits
+
+
 # ---------------------------------------------------------------- digits
 
 
