@@ -193,6 +193,10 @@ def run(args: argparse.Namespace, run_dir: Path) -> None:
     dense_macs, _ = count_macs_params(net, example)
     if not meta_path.is_file():
         write_json(meta_path, start_meta(args, ds, net, dense_macs))
+    meta, command = json.loads(meta_path.read_text()), shlex.join(["python", *sys.argv])
+    if meta["command"] != command:  # a resumed run (more candidates, say): the last command is the one shown
+        meta["earlier_commands"] = [*meta.get("earlier_commands", []), meta["command"]]
+        write_json(meta_path, {**meta, "command": command})
     cache = Cache(run_dir / "rows.jsonl")
     commit = git("rev-parse", "--short", "HEAD").strip()
     scores = channel_scores(net, example, args.criterion)
@@ -258,6 +262,9 @@ def _score(s: ProxyScore) -> Row:
     return {"accuracy": s.accuracy, "loss": s.loss, "value": s.value}
 
 
+LOSS = ", by loss"  # the suffix of a column ranked by the proxy's loss instead of ProxyScore.value
+
+
 # -- statistics ----------------------------------------------------------------------------------------
 def rank_stats(x: np.ndarray, y: np.ndarray, strata: np.ndarray) -> np.ndarray:
     """Spearman and Kendall over all candidates, and Kendall within budget: tau-b inside each ratio
@@ -296,28 +303,49 @@ def interval(point: float, draws: np.ndarray) -> str:
     return f"{point:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def recommend(point: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], proxies: list[str]) -> str:
-    """The cheapest setting (smallest V, then smallest K) whose within-budget Kendall is within the noise
-    of the best one's: their paired bootstrap difference's 95 % interval reaches zero."""
+def recommend(
+    point: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], proxies: list[str], baseline: str | None
+) -> str:
+    """The best within-budget Kendall, then the cheapest setting of the same ranking (smallest V, then
+    smallest K) within the noise of it: their paired bootstrap difference's 95 % interval reaches zero.
+    Also says whether the other ranking and the no-recalibration baseline are worse beyond the noise."""
     ranked = [n for n in proxies if np.isfinite(point[n][2])]
     if not ranked:
         return "No recommendation: no proxy setting has a within-budget Kendall (every score tied)."
     best = max(ranked, key=lambda n: point[n][2])
 
-    def diff(n: str) -> tuple[float, float]:
-        lo, hi = np.nanpercentile(boot[n][:, 2] - boot[best][:, 2], [2.5, 97.5])
-        return float(lo), float(hi)
+    def diff(n: str, to: str = best) -> str:
+        lo, hi = np.nanpercentile(boot[n][:, 2] - boot[to][:, 2], [2.5, 97.5])
+        return f"{point[n][2] - point[to][2]:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
-    close = [n for n in ranked if diff(n)[1] >= 0]
-    worse = [n for n in ranked if n not in close]
-    pick = close[0]
-    lo, hi = diff(pick)
-    return (
+    def close(n: str) -> bool:
+        return bool(np.nanpercentile(boot[n][:, 2] - boot[best][:, 2], 97.5) >= 0)
+
+    by_loss = best.endswith(LOSS)
+    same = [n for n in ranked if n.endswith(LOSS) == by_loss]
+    pick = next(n for n in same if close(n))
+    worse = [n for n in ranked if not close(n)]
+    lo, hi = np.nanpercentile(boot[pick][:, 2], [2.5, 97.5])
+    text = [
         f"**Recommendation: {pick}.** The best within-budget Kendall is {best}'s ({point[best][2]:+.2f}); "
-        f"{pick} is the cheapest setting (smallest V, then smallest K) whose paired bootstrap difference "
-        f"to it, {point[pick][2] - point[best][2]:+.2f} [{lo:+.2f}, {hi:+.2f}], reaches zero. Within the "
-        f"noise of the best: {', '.join(close)}; worse: {', '.join(worse) or 'none'}."
-    )
+        f"{pick} is the cheapest setting ranked the same way (smallest V, then smallest K) whose paired "
+        f"bootstrap difference to it, {diff(pick)}, reaches zero. Within the noise of the best: "
+        f"{', '.join(n for n in ranked if close(n))}; worse: {', '.join(worse) or 'none'}.",
+        f"{pick}'s own within-budget interval [{lo:+.2f}, {hi:+.2f}] "
+        + ("excludes zero." if lo > 0 else "includes zero: it does not rank networks of one budget better "
+           "than chance at this sample size."),
+    ]  # fmt: skip
+    other = [n for n in ranked if n.endswith(LOSS) != by_loss]
+    if other:
+        o = max(other, key=lambda n: point[n][2])
+        text.append(
+            f"The best setting ranked {'by accuracy' if by_loss else 'by loss'}, {o}, against the best: "
+            f"{diff(o)}."
+        )
+    if baseline is not None and np.isfinite(point[baseline + LOSS * by_loss][2]):
+        plain = baseline + LOSS * by_loss  # the plain pruned network, ranked the same way
+        text.append(f"{pick} against {plain} (the plain pruned network): {diff(pick, plain)}.")
+    return " ".join(text)
 
 
 # -- report --------------------------------------------------------------------------------------------
@@ -341,16 +369,22 @@ def section(run_dir: Path, draws: int) -> str:
     cols = {n: c for n, c in cols.items() if all(i in c for i in ids)}
     y = np.array([truths[i]["val_accuracy"] for i in ids])
     strata = np.array([nets[i]["ratio"] for i in ids])
-    value = {n: np.array([c[i]["value"] for i in ids]) for n, c in cols.items()}
-    point = {n: rank_stats(x, y, strata) for n, x in value.items()}
-    boot = bootstrap(value, y, strata, draws=draws)
+    scores: dict[str, np.ndarray] = {}  # ProxyScore.value (accuracy, loss breaking ties), then loss alone
+    for suffix, key, sign in (("", "value", 1), (LOSS, "loss", -1)):
+        scores |= {n + suffix: sign * np.array([c[i][key] for i in ids]) for n, c in cols.items()}
+    point = {n: rank_stats(x, y, strata) for n, x in scores.items()}
+    boot = bootstrap(scores, y, strata, draws=draws)
     table = []
-    for n, c in cols.items():
-        by_loss = rank_stats(-np.array([c[i]["loss"] for i in ids]), y, strata)[2]
+    for n in scores:
+        c = cols[n.removesuffix(LOSS)]
         secs = np.array([c[i]["score_s"] + c[i]["prune_s"] for i in ids])
-        acc = 100 * np.mean([c[i]["accuracy"] for i in ids])
+        mean = (
+            f"loss {np.mean([c[i]['loss'] for i in ids]):.2f}"
+            if n.endswith(LOSS)
+            else f"top-1 {100 * np.mean([c[i]['accuracy'] for i in ids]):.1f} %"
+        )
         table.append([
-            n, *[interval(point[n][j], boot[n][:, j]) for j in range(3)], f"{by_loss:+.2f}", f"{acc:.1f}",
+            n, *[interval(point[n][j], boot[n][:, j]) for j in range(3)], mean,
             f"{np.median(secs):.2f} ({secs.min():.2f}-{secs.max():.2f})",
         ])  # fmt: skip
     share = np.array([nets[i]["macs"] / meta["dense_macs"] for i in ids])
@@ -370,7 +404,8 @@ def section(run_dir: Path, draws: int) -> str:
         if len(reps) > 1
         else "The truth's seed noise was not measured (`--repeats` 0 or 1)."
     )
-    proxies = [n for n in cols if n.startswith("K=")]
+    proxies = [n for n in scores if n.startswith("K=")]
+    baseline = next((n for n in scores if n.startswith("no recalibration") and not n.endswith(LOSS)), None)
     prune_s = np.median([nets[i]["prune_s"] for i in ids])
     ft = np.median([truths[i]["finetune_s"] + truths[i]["eval_s"] for i in ids])
     per_cand = [
@@ -384,6 +419,7 @@ def section(run_dir: Path, draws: int) -> str:
     stamp += f"; rows from commits {', '.join(commits)}" if len(commits) > 1 else ""
     setup = SETUP.format(
         title=title, command=meta["command"], stamp=stamp, date=meta["date"], machine=meta["machine"],
+        earlier="".join(f" (resuming `{c}`)" for c in meta.get("earlier_commands", [])),
         load=meta["load_average"], threads=meta["threads"],
         versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         dense_acc=100 * meta["dense_val_accuracy"], dense_mmacs=meta["dense_macs"] / 1e6, n=len(ids),
@@ -391,12 +427,12 @@ def section(run_dir: Path, draws: int) -> str:
         augment="/".join(sorted({str(truths[i].get("augment", "n/a")) for i in ids})), **st,
     )  # fmt: skip
     heads = ["keep ratio", "candidates", "MACs, % of dense", "truth, val top-1 % (mean ± std)", "truth range"]
-    cols_head = ["proxy", "Spearman", "Kendall", "Kendall within budget", "within budget, by loss"]
+    cols_head = ["proxy", "Spearman", "Kendall", "Kendall within budget", "mean score"]
     return "\n".join([
         setup, markdown_table(heads, groups), "",
         AGREEMENT.format(draws=draws, prune_s=prune_s, truth_s=ft), "",
-        markdown_table([*cols_head, "mean proxy top-1 %", "seconds"], table), "",
-        recommend(point, boot, proxies) if proxies else "No proxy column is complete yet.", "",
+        markdown_table([*cols_head, "seconds"], table), "",
+        recommend(point, boot, proxies, baseline) if proxies else "No proxy column is complete yet.", "",
         noise, "",
         "<details><summary>Per candidate: truth and each score's top-1 %</summary>", "",
         markdown_table(["#", "ratio", "M MACs", "truth", *cols], per_cand), "",
@@ -406,7 +442,7 @@ def section(run_dir: Path, draws: int) -> str:
 
 SETUP = """{title}
 
-Command: `{command}`
+Command: `{command}`{earlier}
 
 {stamp}. Started {date}. Machine: {machine}, load average {load:.2f} at the start;
 torch.set_num_threads({threads}); {versions}.
@@ -424,10 +460,10 @@ seeded shuffle of validation, ranked by `ProxyScore.value` (accuracy, ties broke
 
 AGREEMENT = """Rank agreement with the truth: point estimate [95 % interval from {draws} bootstrap
 resamples of the candidates, within each ratio group]. "Within budget" is Kendall's tau-b inside each
-ratio group, averaged weighted by pairs: the search ranks networks of one budget. "By loss": the same,
-ranking by the proxy's loss alone. Seconds per candidate: prune + (recalibrate +) score, median (range),
-one thread on the shared machine; pruning alone {prune_s:.2f} s, the truth (fine-tune + evaluation)
-{truth_s:.0f} s (medians)."""
+ratio group, averaged weighted by pairs: the search ranks networks of one budget. Each score ranks the
+candidates by `ProxyScore.value` (accuracy, loss breaking ties) or, "by loss", by its loss alone.
+Seconds per candidate: prune + (recalibrate +) score, median (range), one thread on the shared machine;
+pruning alone {prune_s:.2f} s, the truth (fine-tune + evaluation) {truth_s:.0f} s (medians)."""
 
 
 LIMITS = """## What limits the result
