@@ -228,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="training batches for BatchNorm recalibration after pruning and for data-aware criteria",
     )
+    p.add_argument(
+        "--proxy-batches",
+        type=int,
+        default=5,
+        help="screen: the accuracy proxy re-estimates BatchNorm statistics on this many fixed train batches",
+    )
+    p.add_argument(
+        "--proxy-val",
+        type=int,
+        default=1000,
+        help="screen: the proxy scores on this many fixed validation items",
+    )
     p.add_argument("--distill", action="store_true", help="the final fine-tune distils from the dense model")
     p.add_argument(
         "--margin",

@@ -167,6 +167,8 @@ def _run(args: argparse.Namespace) -> None:
                 finalists=args.finalists,
                 criterion=args.criterion,
                 calibration_batches=args.calibration_batches,
+                proxy_batches=args.proxy_batches,
+                proxy_val=args.proxy_val,
                 distill=args.distill,
                 augment=args.augment,
                 margin=args.margin,

@@ -182,6 +182,8 @@ class SearchConfig(_Config):
     finalists: int = 3
     criterion: str = "l1"
     calibration_batches: int = 8
+    proxy_batches: int = 5  # the accuracy proxy (screen): BatchNorm re-estimated on this many batches...
+    proxy_val: int = 1000  # ...and accuracy on this many fixed validation items
     distill: bool = False  # the final fine-tune distils from the dense network
     augment: bool | None = None  # fine-tunes augment (crop + flip); None: where the data suits it
     margin: float | None = None
@@ -207,7 +209,7 @@ class SearchConfig(_Config):
         if self.strategy is None:
             object.__setattr__(self, "strategy", "optuna" if self.max_accuracy_drop is None else "playprune")
         _check_budget(self.budget_ms, self.budget_ratio)
-        self._positive("finalists", "lr", "calibration_batches")
+        self._positive("finalists", "lr", "calibration_batches", "proxy_batches", "proxy_val")
         if self.trials is not None and self.trials <= 0:
             raise ConfigError(f"--trials must be > 0, got {self.trials}")
         if self.budget_confidence is not None and not 0.5 <= self.budget_confidence < 1:

@@ -63,7 +63,11 @@ def trial_points(r: SearchRecord) -> list[TrialPoint]:
     points = []
     for t in finished(r.study):
         m = measured.get(t.number)
-        trained = t.state == optuna.trial.TrialState.COMPLETE and bool(t.user_attrs.get("evaluated"))
+        trained = (
+            r.trains_trials
+            and t.state == optuna.trial.TrialState.COMPLETE
+            and bool(t.user_attrs.get("evaluated"))
+        )
         points.append(
             TrialPoint(
                 t.number,
@@ -107,12 +111,16 @@ def write_search_outputs(
             "trials": len(r.study.trials),
             "pareto_front": [p.__dict__ for p in front],
             "study": r.study.study_name,
+            "summary": r.study.user_attrs.get("summary"),  # the strategy's own account (screen: the rerank)
         },
     )
     title = f"{r.model} on {r.data}, {r.strategy}"
     pareto_plot(run_dir / "pareto.png", points, budget_ms=r.budget_ms, title=title)
     widths_plot(run_dir / "widths.png", r.dense_widths, r.widths, title=f"{r.model}: kept channels per group")
     sections = {"Search": _search_section(r, finalists), "Trials": _trials_section(r, points)}
+    summary = r.study.user_attrs.get("summary")
+    if summary and summary.get("rerank"):
+        sections["Rerank"] = _rerank_section(summary)
     write_report(
         run_dir / "report.md",
         title=f"autoprune: {title}",
@@ -163,6 +171,39 @@ def _search_section(r: SearchRecord, finalists: list[dict[str, Any]]) -> str:
 def _trials_section(r: SearchRecord, points: list[TrialPoint]) -> str:
     if not r.trains_trials:
         return (
-            f"Strategy `{r.strategy}` trains no trial networks: its candidates are ranked by the strategy.\n"
+            f"Strategy `{r.strategy}` fine-tunes no network per trial: its candidates are ranked by the "
+            "strategy (`screen`: by the proxy, then the rerank below).\n"
         )
     return trials_table(points, top=10, budget_ms=r.budget_ms) + "\n"
+
+
+def _rerank_section(summary: dict[str, Any]) -> str:
+    """``screen``: candidates screened, the proxy's cost and rank agreement, the rerank table, the guard."""
+    rows = summary["rerank"]
+    keys = [k for k in rows[0] if k.startswith("val_after_")]
+    table = markdown_table(
+        [
+            "network",
+            "proxy",
+            "predicted ms",
+            *[k.replace("val_after_", "val after ").replace("_", " ") for k in keys],
+        ],
+        [
+            [
+                "uniform" if row["uniform"] else f"candidate {i}",
+                f"{-row['proxy']:.3f}",
+                f"{row['predicted_ms']:.4f}",
+                *["-" if row[k] is None else f"{100 * row[k]:.2f} %" for k in keys],
+            ]
+            for i, row in enumerate(rows, 1)
+        ],
+    )
+    per = summary.get("proxy_s_per_candidate")
+    tau = summary.get("rank_agreement")
+    share = summary.get("budget_share_median")
+    return (
+        f"{summary['screened']} candidates screened ({summary['distinct']} distinct networks), "
+        f"{'-' if per is None else f'{per:.2f}'} s of proxy per candidate, median budget share "
+        f"{'-' if share is None else f'{100 * share:.1f} %'}; the proxy's rank agreement with the first "
+        f"fine-tune (Kendall tau): {'-' if tau is None else f'{tau:.2f}'}.\n\n{table}\n\n{summary['guard']}."
+    )

@@ -10,8 +10,8 @@ from autoprune.training import calibration_batches
 
 __all__ = [
     "AdaptiveBNProxy",
-    "PrunedModel",
     "ProxyScore",
+    "PrunedModel",
     "calibration_batches",
     "load_pruned",
     "prune_model",

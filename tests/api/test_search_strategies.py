@@ -229,3 +229,15 @@ def test_a_tolerance_without_a_budget_gives_the_fastest_network_within_it(
     again, _ = _tolerance_search(exact_run, tmp_path / "loose", 10.0)
     assert len(optuna.load_study(study_name="autoprune", storage=storage).trials) == steps
     assert again.widths == loose.widths
+
+
+def test_screen_reports_what_it_screened_and_the_rerank(exact_run: dict[str, Path], tmp_path: Path) -> None:
+    """The default-to-be: many proxy-scored candidates on the budget, a rerank beside uniform, a guard."""
+    _search(exact_run, tmp_path / "s", strategy="screen", trials=12, proxy_batches=2, proxy_val=64,
+            strategy_options={"rerank": 2})  # fmt: skip
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())["summary"]
+    assert summary["screened"] == 12 and summary["proxy_s_per_candidate"] > 0
+    assert sum(r["uniform"] for r in summary["rerank"]) == 1 and len(summary["rerank"]) >= 2
+    assert "uniform" in summary["guard"]
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "candidates screened" in report and "Kendall" in report

@@ -410,6 +410,82 @@ def test_gates_trials_tune_the_outer_knobs_and_keep_what_they_trained(tmp_path: 
         assert any(not torch.equal(v, before[k]) for k, v in module.state_dict().items())  # retrained
 
 
+class TestScreen(StrategyContract):
+    name = "screen"
+    options: ClassVar[dict[str, Any]] = {"rerank": 3}
+    trials = 40
+
+    def make_problem(self, device: CountingDevice, *, budget_ms: float, work_dir: Path) -> SearchProblem:
+        return screen_problem(device, budget_ms=budget_ms)
+
+
+def screen_problem(
+    device: CountingDevice, *, budget_ms: float = BUDGET, tuned: Any = None, val_size: int = 1000
+) -> SearchProblem:
+    """The contract's problem with the law as the proxy, and as the fine-tune unless ``tuned``."""
+    law = tuned or (lambda widths, epochs, seed: accuracy(widths))
+    return replace(problem(device, budget_ms=budget_ms), proxy=accuracy, finetune=law, val_size=val_size)
+
+
+def test_screen_candidates_use_the_budget_and_beat_uniform_on_the_law(tmp_path: Path) -> None:
+    candidates, study, _ = TestScreen().run(tmp_path, trials=60)
+    shares = [t.user_attrs["budget_share"] for t in study.trials]
+    assert len(study.trials) == 60 and min(shares) >= 0.9 and max(shares) <= 1.0
+    summary = study.user_attrs["summary"]
+    assert summary["screened"] == 60 and summary["proxy_s_per_candidate"] is not None
+    assert summary["rank_agreement"] == pytest.approx(1.0)  # the proxy is the law the rerank scores
+    uniform = next(r["widths"] for r in summary["rerank"] if r["uniform"])
+    assert "kept the non-uniform winner" in summary["guard"]
+    assert candidates[0].widths != uniform and accuracy(candidates[0].widths) > accuracy(uniform)
+
+
+def test_screen_returns_uniform_when_the_gain_is_within_the_noise(tmp_path: Path) -> None:
+    """A fine-tune whose accuracy is the same for every network, plus seed noise: no real gain."""
+
+    def tuned(widths: Widths, epochs: float, seed: int) -> float:
+        return 0.8 + 0.01 * (seed % 2) + 1e-4 * accuracy(widths)
+
+    strategy = get_strategy("screen", rerank=2)
+    s = strategy.study_settings(seed=0, trials=20)
+    study = open_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", sampler=s.sampler,
+                       directions=s.directions)  # fmt: skip
+    candidates = run_strategy(strategy, screen_problem(CountingDevice(), tuned=tuned), study=study, trials=20)
+    summary = study.user_attrs["summary"]
+    assert "returned the uniform network" in summary["guard"]
+    assert next(r["widths"] for r in summary["rerank"] if r["uniform"]) == candidates[0].widths
+
+
+def test_screen_refuses_a_problem_without_proxy_or_finetune(tmp_path: Path) -> None:
+    strategy = get_strategy("screen")
+    s = strategy.study_settings(seed=0, trials=4)
+    study = open_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", sampler=s.sampler,
+                       directions=s.directions)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"SearchProblem\.proxy"):
+        run_strategy(strategy, problem(CountingDevice()), study=study, trials=4)
+
+
+def test_projection_lands_within_the_budget_and_near_it() -> None:
+    from autoprune.search.projection import project_to_budget, shape_from_offsets
+
+    def batched(many: list[Widths]) -> list[float]:
+        return [latency(w) for w in many]
+
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        offsets = {grp.name: float(torch.rand(1, generator=g)) * 2 - 1 for grp in GROUPS}
+        p = project_to_budget(SPACE, shape_from_offsets(offsets, min_ratio=0.25), batched, BUDGET)
+        assert SPACE.contains(p.widths) and p.predicted_ms == pytest.approx(latency(p.widths))
+        assert p.predicted_ms <= BUDGET
+        # no single grid step up still fits: the budget is used as far as the grid allows
+        for grp in GROUPS:
+            c = SPACE.choices(grp)
+            i = c.index(p.widths[grp.name])
+            if i + 1 < len(c):
+                assert latency({**p.widths, grp.name: c[i + 1]}) > BUDGET
+    dense = project_to_budget(SPACE, {grp.name: 1.0 for grp in GROUPS}, batched, latency(SPACE.dense()))
+    assert dense.widths == SPACE.dense()
+
+
 def test_halp_prunes_in_steps_down_to_the_budget_and_zeroes_what_it_pruned(tmp_path: Path) -> None:
     candidates, study, device = TestHalp().run(tmp_path)
     assert device.timed == 0 and len(study.trials) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -72,6 +72,14 @@ class SearchProblem:
     # ``finetune(widths, epochs, seed)``: validation accuracy after pruning, recalibration and a fine-tune
     # of ``epochs`` with data order ``seed``: the same for every network it is given (a fair rerank).
     finetune: Callable[[Widths, float, int], float] | None = None
+    val_size: int | None = None  # validation items behind an accuracy: its binomial noise
+    predict_many: Callable[[list[Widths]], Sequence[float]] | None = None  # predict_ms, batched
+
+    def predict_batch(self, widths: list[Widths]) -> list[float]:
+        """``predict_ms`` of many networks, in one call where the problem has ``predict_many``."""
+        if self.predict_many is not None:
+            return [float(v) for v in self.predict_many(widths)]
+        return [float(self.predict_ms(w)) for w in widths]
 
 
 @dataclass(frozen=True)

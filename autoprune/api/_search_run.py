@@ -1,0 +1,244 @@
+"""One search's working state: the bound model, data, predictor, study and budget, and every way the
+search judges a network (prune, proxy, short fine-tune, device timing). ``search`` runs its steps on it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from torch import Tensor, nn
+
+from autoprune import training
+from autoprune._console import Reporter
+from autoprune._killpoint import kill_point
+from autoprune.api._bound import Bound, bind
+from autoprune.config import SearchConfig
+from autoprune.data import DatasetSplits, load_dataset
+from autoprune.errors import ConfigError
+from autoprune.graph import Widths, dense_widths
+from autoprune.latency import Timing
+from autoprune.predictor import LatencyPredictor
+from autoprune.prune import AdaptiveBNProxy, PrunedModel, calibration_batches, prune_model, recalibrate_bn
+from autoprune.rundir import claim_run_dir, hold_run_dir
+from autoprune.search import (
+    Candidate,
+    DenseNetwork,
+    Report,
+    SearchProblem,
+    SearchStrategy,
+    channel_scores,
+    check_budget,
+    check_storage,
+    fail_orphaned_trials,
+    get_criterion,
+    load_start,
+    open_study,
+    reference_scale,
+    resolve_budget,
+    search_reference,
+    strategy_class,
+    study_lock,
+)
+
+
+@dataclass
+class SearchRun:
+    model: str
+    config: SearchConfig
+    strategy: SearchStrategy
+    ds: DatasetSplits
+    lp: LatencyPredictor
+    bound_factor: float  # 1, or the predictor's calibrated upper bound's factor (--budget-confidence)
+    b: Bound
+    run_dir: Path
+    storage_url: str
+    study: optuna.Study
+    reference_ms: float  # the dense network timed when the study began
+    scale: float  # profile latencies -> the device's conditions now
+    budget_ms: float  # math.inf: no budget
+    augment: bool
+    batches: list[tuple[Tensor, Tensor]]
+    scores: Mapping[str, Tensor]
+    dense_val: float | None
+    dense_ms: list[float] = field(default_factory=list)  # every dense timing beside the candidates
+    _proxy: AdaptiveBNProxy | None = None
+
+    @property
+    def trials(self) -> int:
+        return self.config.trials or self.strategy.default_trials
+
+    @property
+    def dense_widths(self) -> Widths:
+        return dense_widths(self.b.groups)
+
+    def predict_ms(self, widths: Widths) -> float:
+        return self.scale * self.bound_factor * self.lp.predict(widths)
+
+    def predict_many(self, widths: list[Widths]) -> list[float]:
+        return [self.scale * self.bound_factor * float(v) for v in self.lp.predict(widths)]
+
+    def prune(
+        self, widths: Widths, dense: nn.Module | None = None, by: Mapping[str, Tensor] | None = None,
+        criterion: str | None = None,
+    ) -> PrunedModel:  # fmt: skip
+        """``dense`` (default the searched network) pruned to ``widths`` by ``by`` (default the criterion's
+        scores), BatchNorm recalibrated on the fixed calibration batches."""
+        p = prune_model(
+            self.b.net if dense is None else dense, widths=widths, model_spec=self.model,
+            num_classes=self.b.classes, input_shape=self.b.input_shape,
+            criterion=criterion or self.config.criterion, scores=self.scores if by is None else by,
+        )  # fmt: skip
+        recalibrate_bn(p.module, self.batches)
+        return p
+
+    def prune_candidate(self, c: Candidate) -> PrunedModel:
+        """From the searched network, or from the weights its strategy retrained (and their scores)."""
+        if c.start is None:
+            return self.prune(c.widths)
+        dense, by = load_start(c.start, self.b.net)
+        return self.prune(c.widths, dense, by, self.strategy.name)
+
+    def fine_tune(self, module: nn.Module, epochs: float, seed: int, **kwargs: object) -> None:
+        training.train(
+            module, self.ds.train, epochs=epochs, lr=self.config.lr, seed=seed, augment=self.augment,
+            **kwargs,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def evaluate(self, widths: Widths, report: Report | None) -> float:
+        """Prune, recalibrate BatchNorm, (report,) fine-tune briefly, score on validation."""
+        module = self.prune(widths).module
+        kill_point("trial")  # tests/test_crash.py
+        if report is not None:
+            report(0, training.evaluate(module, self.ds.val))
+        self.fine_tune(module, self.config.finetune_epochs, self.config.seed)
+        return training.evaluate(module, self.ds.val)
+
+    def finetune_score(self, widths: Widths, epochs: float, seed: int) -> float:
+        """The rerank's fine-tune: the same for every network given (epochs, data order ``seed``)."""
+        module = self.prune(widths).module
+        self.fine_tune(module, epochs, seed)
+        return training.evaluate(module, self.ds.val)
+
+    def proxy(self, widths: Widths) -> float:
+        """Adaptive BatchNorm on the proxy's own fixed batches, accuracy on its validation subset."""
+        if self._proxy is None:
+            c = self.config
+            self._proxy = AdaptiveBNProxy(
+                self.ds.train, self.ds.val, batches=c.proxy_batches, val_size=c.proxy_val, seed=c.seed
+            )
+        p = prune_model(
+            self.b.net, widths=widths, model_spec=self.model, num_classes=self.b.classes,
+            input_shape=self.b.input_shape, criterion=self.config.criterion, scores=self.scores,
+        )  # fmt: skip
+        return self._proxy.score(p.module).value
+
+    def timed(self, widths_list: list[Widths]) -> list[Timing]:
+        timings = self.b.time(widths_list)
+        kill_point("measure")  # tests/test_crash.py
+        return timings
+
+    def beside_dense(
+        self, timer: Callable[[list[Widths]], list[Timing]]
+    ) -> Callable[[list[Widths]], list[Timing]]:
+        """``timer`` with the dense network timed first in every batch (interleaved); kept for the report."""
+
+        def measure(widths_list: list[Widths]) -> list[Timing]:
+            timings = timer([self.dense_widths, *widths_list])
+            self.dense_ms.append(timings[0].median_ms)
+            return timings[1:]
+
+        return measure
+
+    def problem(self) -> SearchProblem:
+        c, lp = self.config, self.lp
+
+        def latency(fractions: Tensor) -> Tensor:
+            return self.scale * self.bound_factor * lp.predict_fractions(fractions)
+
+        def accuracy(module: nn.Module, widths: Widths, by: Mapping[str, Tensor]) -> float:
+            return training.evaluate(self.prune(widths, module, by, self.strategy.name).module, self.ds.val)
+
+        network = DenseNetwork(
+            module=self.b.net, example=self.b.example, train=self.ds.train, epochs=c.finetune_epochs, lr=c.lr,
+            seed=c.seed,
+            latency=latency if lp.differentiable else None, predictor=lp.kind, accuracy=accuracy,
+            work_dir=self.run_dir,
+        )  # fmt: skip
+        return SearchProblem(
+            space=self.b.space, budget_ms=self.budget_ms, predict_ms=self.predict_ms, evaluate=self.evaluate,
+            measure=self.beside_dense(self.timed), macs=lambda w: float(lp.features.macs([w])[0]),
+            predict_many=self.predict_many, scores=self.scores, tolerance=self.tolerance, network=network,
+            max_accuracy_drop=c.max_accuracy_drop, dense_accuracy=self.dense_val, proxy=self.proxy,
+            finetune=self.finetune_score, val_size=len(self.ds.val),  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    @property
+    def tolerance(self) -> float:
+        return self.b.protocol.max_deviation if self.config.margin is None else self.config.margin
+
+
+def open_search(
+    model: str, *, checkpoint: str | Path, data: str, predictor: str | Path, out: str | Path,
+    config: SearchConfig, storage: str | None, study: str, image_size: int, reporter: Reporter,
+) -> SearchRun:  # fmt: skip
+    """Check everything a user can get wrong before any work, claim the run directory, open (or resume)
+    the study, time the dense network and fix the budget."""
+    run_dir = Path(out)
+    strategy = strategy_class(config.strategy_name).from_config(config)  # unknown names fail before any work
+    get_criterion(config.criterion)
+    ds = load_dataset(data, image_size=image_size)
+    lp = LatencyPredictor.load(predictor)
+    factor = 1.0 if config.budget_confidence is None else math.exp(lp.log_margin(config.budget_confidence))
+    if strategy.needs_gradients and not lp.differentiable:
+        raise ConfigError(
+            f"--strategy {strategy.name} trains against a differentiable latency predictor and "
+            f"'{predictor}' is a {lp.kind}: fit one with `autoprune fit PROFILE --predictor lpnet`"
+        )
+    b = bind(model, checkpoint=checkpoint, lp=lp, num_classes=ds.num_classes, data={data: ds})
+    if storage is not None:
+        check_storage(storage)
+    hold_run_dir(run_dir, "search")
+    claim_run_dir(
+        run_dir,
+        "search",
+        {"model": model, "checkpoint": str(checkpoint), "data": data, "predictor": str(predictor),
+         "search": config.to_dict()},
+    )  # fmt: skip
+    settings = strategy.study_settings(seed=config.seed, trials=config.trials or strategy.default_trials)
+    storage_url = storage or f"sqlite:///{run_dir / 'study.db'}"
+    opt_study = open_study(
+        storage=storage_url, study_name=study, sampler=settings.sampler, directions=settings.directions,
+        pruner=settings.pruner,
+    )  # fmt: skip
+    if storage is None:  # the run directory's own study, which hold_run_dir keeps from other processes
+        orphans = fail_orphaned_trials(opt_study)
+        if orphans:
+            reporter.log(f"trials {orphans} were left running by a killed search: marked failed, replaced")
+    # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
+    # now converts them to the device's conditions now, in which the budget and the finalists are.
+    with study_lock(opt_study):  # the first of several workers records it; the others read it
+        reference_ms = search_reference(opt_study, lambda: b.time([dense_widths(b.groups)])[0].median_ms)
+    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=reference_ms)
+    budget_ms = resolve_budget(
+        opt_study,
+        budget_ms=config.budget_ms,
+        budget_ratio=config.budget_ratio,
+        measure_dense=lambda: reference_ms,
+    )
+    narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(b.space.narrowest())
+    check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))  # math.inf: no budget
+    reporter.log(
+        f"dense network measured at {reference_ms:.4f} ms now: profile latencies scaled by {scale:.3f}"
+    )
+    batches = calibration_batches(ds.train, count=config.calibration_batches, seed=config.seed)
+    return SearchRun(
+        model=model, config=config, strategy=strategy, ds=ds, lp=lp, bound_factor=factor, b=b,
+        run_dir=run_dir, storage_url=storage_url, study=opt_study, reference_ms=reference_ms, scale=scale,
+        budget_ms=budget_ms,
+        augment=training.resolve_augment(config.augment, ds), batches=batches,
+        scores=channel_scores(b.net, b.example, config.criterion, batches=batches),
+        dense_val=None if config.max_accuracy_drop is None else training.evaluate(b.net, ds.val),
+    )  # fmt: skip

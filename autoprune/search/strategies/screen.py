@@ -1,0 +1,285 @@
+"""``screen``: many cheap candidates on the budget, ranked by a proxy, then a fine-tuned rerank that
+guards against uniform pruning.
+
+1. **Screen.** Each Optuna trial proposes an allocation's shape, one offset per group (TPE with
+   ``multivariate=True`` by default), projected onto the budget (``project_to_budget``: every candidate
+   uses it), and is scored by the proxy (adaptive BatchNorm, ``SearchProblem.proxy``). ``--trials``
+   counts these candidates; the first is the uniform shape. Projections that land on widths already
+   scored reuse that score.
+2. **Rerank (successive halving).** The ``--rerank`` best distinct candidates and the uniform network
+   (the widest uniform network within the budget *by measurement*, what a user gets by hand) get the same
+   short fine-tune (``--finetune-epochs``, same seed and data order); the best of them and the uniform
+   network then get a fine-tune ``--rerank-growth`` times longer, each with two seeds.
+3. **Uniform guard.** The non-uniform network is ranked first only when its mean accuracy beats the
+   uniform network's by more than the measured noise: the larger of the seed-to-seed spread of the two
+   (the mean of their two seeds' absolute differences) and one standard error of a difference of two
+   validation accuracies (``sqrt(2 p (1 - p) / n)``). Otherwise the uniform network is ranked first, and
+   the summary says so.
+
+The ranking: the guard's winner, the other finalist, the rest of the rerank by accuracy, then the
+screened candidates by proxy, then narrower uniform networks as fallbacks. Everything is cached in the
+study (trials, the uniform network's timings, every fine-tune's accuracy), so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import optuna
+from scipy.stats import kendalltau
+
+from autoprune.errors import ConfigError
+from autoprune.graph import Widths
+from autoprune.search.projection import project_to_budget, shape_from_offsets
+from autoprune.search.strategies._base import (
+    FALLBACKS,
+    SearchProblem,
+    SearchStrategy,
+    StrategyOption,
+    StudySettings,
+    register_strategy,
+)
+from autoprune.search.strategies.uniform import widest_uniform_by_measurement
+from autoprune.search.study import Candidate, finished, train_trials
+from autoprune.search.workers import study_lock
+
+OFFSET = "o:"  # trial parameter prefix: a group's offset in [-1, 1]
+SAMPLERS = ("tpe", "random", "nsga2", "qmc")
+_FINETUNED = "screen_finetuned"  # study attribute: "widths|epochs|seed" -> validation accuracy
+_SUMMARY = "summary"
+
+
+def _key(widths: Widths) -> str:
+    return ",".join(str(widths[k]) for k in sorted(widths))
+
+
+@register_strategy
+class ScreenStrategy(SearchStrategy):
+    name = "screen"
+    evaluates = False  # a trial is a proxy score, not a fine-tuned network's accuracy
+    default_trials = 300
+    trial_means = "candidates on the budget scored by the proxy"
+    options = (
+        StrategyOption("--rerank", "rerank", int,
+                       "screen: candidates fine-tuned beside the uniform network (default 4)"),
+        StrategyOption("--rerank-growth", "growth", float,
+                       "screen: how many times longer the second fine-tune of the rerank is (default 3)"),
+        StrategyOption("--screen-sampler", "sampler", str,
+                       f"screen: Optuna sampler of the candidates' shapes: {' | '.join(SAMPLERS)} "
+                       "(default tpe, multivariate)"),
+        FALLBACKS,
+    )  # fmt: skip
+
+    def __init__(
+        self, *, rerank: int = 4, growth: float = 3.0, sampler: str = "tpe", fallbacks: int = 2
+    ) -> None:
+        if rerank < 1:
+            raise ConfigError(f"--rerank must be >= 1, got {rerank}")
+        if growth < 1:
+            raise ConfigError(f"--rerank-growth must be >= 1, got {growth}")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"--screen-sampler {sampler}: use one of {', '.join(SAMPLERS)}")
+        if fallbacks < 0:
+            raise ConfigError(f"--fallbacks must be >= 0, got {fallbacks}")
+        self.rerank, self.growth, self.sampler, self.fallbacks = rerank, growth, sampler, fallbacks
+
+    def study_settings(self, *, seed: int, trials: int) -> StudySettings:
+        startup = max(10, min(50, trials // 5))
+        samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+            "tpe": lambda: optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=startup,
+                multivariate=True,
+                group=False,
+                warn_independent_sampling=False,
+            ),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(
+                seed=seed, population_size=max(10, min(50, trials // 6))
+            ),
+            "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        }
+        return StudySettings(samplers[self.sampler]())
+
+    def run(
+        self,
+        problem: SearchProblem,
+        *,
+        study: optuna.Study,
+        trials: int,
+        on_trial: Callable[[int, int], None] | None = None,
+    ) -> list[Candidate]:
+        if problem.proxy is None or problem.finetune is None:
+            raise ConfigError(
+                "strategy 'screen' scores candidates with a proxy and reranks them by fine-tuning: pass "
+                "SearchProblem.proxy and SearchProblem.finetune (autoprune search does)"
+            )
+        screened = self._screen(problem, study, trials, on_trial)
+        with study_lock(study):  # one worker of a shared study reranks; the others read its results
+            ladder, best = widest_uniform_by_measurement(problem, study)
+            ranked = self._rerank(problem, study, screened, ladder[best])
+        fallbacks = [
+            Candidate(w, float(problem.predict_ms(w))) for w in ladder[best + 1 : best + 1 + self.fallbacks]
+        ]
+        return ranked + [f for f in fallbacks if all(f.widths != c.widths for c in ranked)]
+
+    # ------------------------------------------------------------------ 1. screen
+
+    def _screen(
+        self,
+        problem: SearchProblem,
+        study: optuna.Study,
+        trials: int,
+        on_trial: Callable[[int, int], None] | None,
+    ) -> list[tuple[Widths, float, float, int]]:
+        """Every screened candidate: (widths, predicted ms, proxy value, trial), best proxy first."""
+        space = problem.space
+        proxy = problem.proxy
+        assert proxy is not None
+        scored: dict[str, float] = {
+            t.user_attrs["key"]: float(t.value)
+            for t in finished(study)
+            if t.value is not None and "key" in t.user_attrs
+        }
+        with study_lock(study):
+            if not study.trials:  # the uniform shape first
+                study.enqueue_trial({OFFSET + g.name: 0.0 for g in space.groups})
+        spent = [0.0, 0]
+
+        def objective(trial: optuna.Trial) -> float:
+            offsets = {g.name: trial.suggest_float(OFFSET + g.name, -1.0, 1.0) for g in space.groups}
+            p = project_to_budget(
+                space,
+                shape_from_offsets(offsets, min_ratio=space.min_ratio),
+                problem.predict_batch,
+                problem.budget_ms,
+            )
+            key = _key(p.widths)
+            attrs = {"widths": p.widths, "predicted_ms": p.predicted_ms, "budget_share": p.share, "key": key}
+            for name, value in {**attrs, "evaluated": True}.items():
+                trial.set_user_attr(name, value)
+            trial.set_constraint("budget", p.predicted_ms - problem.budget_ms)
+            if key not in scored:
+                start = time.perf_counter()
+                scored[key] = float(proxy(p.widths))
+                spent[0] += time.perf_counter() - start
+                spent[1] += 1
+            else:
+                trial.set_user_attr("proxy_reused", True)
+            return scored[key]
+
+        train_trials(study, objective, trials=trials, on_trial=on_trial)
+        if spent[1]:
+            with study_lock(study):
+                done = study.user_attrs.get("proxy_timing", [0.0, 0])
+                study.set_user_attr("proxy_timing", [done[0] + spent[0], done[1] + spent[1]])
+        out: dict[str, tuple[Widths, float, float, int]] = {}
+        for t in sorted(finished(study), key=lambda t: (-(t.value or 0.0), t.number)):
+            if (
+                t.value is None
+                or "key" not in t.user_attrs
+                or t.user_attrs["predicted_ms"] > problem.budget_ms
+            ):
+                continue
+            widths = {k: int(v) for k, v in t.user_attrs["widths"].items()}
+            out.setdefault(
+                t.user_attrs["key"], (widths, float(t.user_attrs["predicted_ms"]), float(t.value), t.number)
+            )
+        return list(out.values())
+
+    # ------------------------------------------------------------------ 2-3. rerank and guard
+
+    def _rerank(
+        self,
+        problem: SearchProblem,
+        study: optuna.Study,
+        screened: list[tuple[Widths, float, float, int]],
+        uniform: Widths,
+    ) -> list[Candidate]:
+        finetune, proxy = problem.finetune, problem.proxy
+        assert finetune is not None and proxy is not None
+        network = problem.network
+        epochs = network.epochs if network is not None else 1.0
+        seed = network.seed if network is not None else 0
+        cache: dict[str, float] = dict(study.user_attrs.get(_FINETUNED, {}))
+
+        def tuned(widths: Widths, ep: float, s: int) -> float:
+            k = f"{_key(widths)}|{ep:g}|{s}"
+            if k not in cache:
+                cache[k] = float(finetune(widths, ep, s))
+                study.set_user_attr(_FINETUNED, cache)
+            return cache[k]
+
+        ukey = _key(uniform)
+        proxies = {_key(w): v for w, _, v, _ in screened}
+        top = [c for c in screened if _key(c[0]) != ukey][: self.rerank]
+        if ukey not in proxies:
+            proxies[ukey] = float(proxy(uniform))
+        # Rung 1: the same short fine-tune for the top candidates and the uniform network.
+        rung1 = {_key(w): tuned(w, epochs, seed) for w, *_ in top}
+        rung1[ukey] = tuned(uniform, epochs, seed)
+        order = sorted(rung1, key=lambda k: -rung1[k])
+        best = next((k for k in order if k != ukey), None)
+        widths_of = {_key(w): w for w, *_ in top} | {ukey: uniform}
+        long = epochs * self.growth
+        seeds = (seed, seed + 1)
+        rung2 = {k: [tuned(widths_of[k], long, s) for s in seeds] for k in ([best] if best else []) + [ukey]}
+        mean = {k: sum(v) / len(v) for k, v in rung2.items()}
+        spread = sum(abs(v[0] - v[1]) for v in rung2.values()) / len(rung2)
+        p = mean[ukey]
+        n = problem.val_size or 0
+        se = math.sqrt(2 * p * (1 - p) / n) if n > 0 else 0.0
+        noise = max(spread, se)
+        gain = (mean[best] - mean[ukey]) if best else 0.0
+        kept = best is not None and gain > noise
+        winner = best if kept else ukey
+        assert winner is not None
+        rest = [k for k in order if k not in rung2]
+        names = [winner, *[k for k in rung2 if k != winner], *rest]
+        accuracy = {k: mean.get(k, rung1[k]) for k in names}
+        tau = (
+            kendalltau([proxies[k] for k in rung1], [rung1[k] for k in rung1]).statistic
+            if len(rung1) > 2
+            else None
+        )
+        timing = study.user_attrs.get("proxy_timing", [0.0, 0])
+        shares = [
+            float(t.user_attrs["budget_share"]) for t in finished(study) if "budget_share" in t.user_attrs
+        ]
+        study.set_user_attr(
+            _SUMMARY,
+            {
+                "screened": len(shares),
+                "distinct": len(screened),
+                "proxy_s_per_candidate": timing[0] / timing[1] if timing[1] else None,
+                "budget_share_median": sorted(shares)[len(shares) // 2] if shares else None,
+                "rank_agreement": None if tau is None or math.isnan(tau) else float(tau),
+                "rerank": [
+                    {
+                        "widths": widths_of[k],
+                        "uniform": k == ukey,
+                        "proxy": proxies[k],
+                        "predicted_ms": float(problem.predict_ms(widths_of[k])),
+                        f"val_after_{epochs:g}_epochs": rung1[k],
+                        f"val_after_{long:g}_epochs": mean.get(k),
+                        "seeds": rung2.get(k),
+                    }
+                    for k in order
+                ],
+                "gain_over_uniform": gain,
+                "noise": noise,
+                "guard": (
+                    f"kept the non-uniform winner: +{100 * gain:.2f} pp over uniform, noise "
+                    f"{100 * noise:.2f} pp"
+                    if kept
+                    else f"returned the uniform network: the best other was {100 * gain:+.2f} pp, within the "
+                    f"noise of {100 * noise:.2f} pp"
+                ),
+            },
+        )
+        out = [Candidate(widths_of[k], float(problem.predict_ms(widths_of[k])), accuracy[k]) for k in names]
+        seen = set(names)
+        out += [Candidate(w, ms) for w, ms, _, _ in screened if _key(w) not in seen]
+        return out
