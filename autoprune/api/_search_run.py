@@ -165,7 +165,7 @@ class SearchRun:
             module=self.b.net, example=self.b.example, train=self.ds.train, epochs=c.finetune_epochs, lr=c.lr,
             seed=c.seed,
             latency=latency if lp.differentiable else None, predictor=lp.kind, accuracy=accuracy,
-            work_dir=self.run_dir,
+            work_dir=self.run_dir, augment=self.augment,
         )  # fmt: skip
         return SearchProblem(
             space=self.b.space, budget_ms=self.budget_ms, predict_ms=self.predict_ms, evaluate=self.evaluate,

@@ -202,6 +202,7 @@ def halp_prune(
     lr: float,
     seed: int = 0,
     settings: HalpSettings | None = None,
+    augment: bool = False,
 ) -> HalpResult:
     """Fine-tune ``net`` (in place) for ``epochs`` on ``dataset``, pruning it progressively from the
     dense widths of ``space`` to widths predicted within ``budget_ms`` (see the module's docstring)."""
@@ -243,7 +244,14 @@ def halp_prune(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         training.train(
-            masked, dataset, epochs=epochs, lr=lr, seed=seed, parameters=net.parameters(), on_step=on_step
+            masked,
+            dataset,
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+            parameters=net.parameters(),
+            on_step=on_step,
+            augment=augment,
         )
     if plan or not steps:
         raise RuntimeError(f"halp: {len(plan)} pruning steps were not reached; the training ended early")

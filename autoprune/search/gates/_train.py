@@ -90,6 +90,7 @@ def train_gates(
     settings: GateSettings | None = None,
     seed: int = 0,
     start: Widths | None = None,
+    augment: bool = False,
 ) -> GateResult:
     """Train ``net`` (in place) and gates on its channel groups ``space.groups`` jointly; the gates
     open at least ``max(settings.min_ratio, space.min_ratio)`` of each group. After ``1 - settle`` of
@@ -145,7 +146,7 @@ def train_gates(
         torch.manual_seed(seed)
         training.train(
             gated, dataset, epochs=epochs, lr=lr, seed=seed, parameters=net.parameters(),
-            penalty=penalty, optimizers=[gate_opt],
+            penalty=penalty, optimizers=[gate_opt], augment=augment,
         )  # fmt: skip
     if not chosen:  # no step trained (epochs 0): the gates as initialised
         gated.eval()

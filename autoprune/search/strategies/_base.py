@@ -41,6 +41,7 @@ class DenseNetwork:
     predictor: str
     accuracy: Callable[[nn.Module, Widths, Mapping[str, Tensor]], float]
     work_dir: Path
+    augment: bool = False  # its fine-tunes augment (crop + flip), as the search's own do
 
     def trial_file(self, strategy: str, study: str, trial: int) -> Path:
         """Where ``strategy`` keeps what trial ``trial`` of ``study`` trained (``save_start``)."""

@@ -109,7 +109,7 @@ class DropPruningStrategy(SearchStrategy):
                 torch.manual_seed(network.seed + step)
                 training.train(
                     gated, network.train, epochs=per_step, lr=network.lr, seed=network.seed + step,
-                    parameters=gated.net.parameters(),
+                    parameters=gated.net.parameters(), augment=network.augment,
                 )  # fmt: skip
 
         def objective(trial: optuna.Trial) -> float:

@@ -105,6 +105,7 @@ class GatesStrategy(SearchStrategy):
                 copy.deepcopy(network.module), network.example, space, network.train,
                 latency=network.latency, budget_ms=problem.budget_ms, epochs=network.epochs,
                 lr=network.lr, settings=settings, seed=network.seed, start=start_widths,
+                augment=network.augment,
             )  # fmt: skip
             widths = result.widths
             predicted = float(problem.predict_ms(widths))

@@ -99,7 +99,7 @@ class HalpStrategy(SearchStrategy):
             result = halp_prune(
                 copy.deepcopy(network.module), network.example, space, network.train,
                 predict_ms=problem.predict_ms, budget_ms=problem.budget_ms, epochs=network.epochs,
-                lr=network.lr, seed=network.seed, settings=s,
+                lr=network.lr, seed=network.seed, settings=s, augment=network.augment,
             )  # fmt: skip
             last = result.steps[-1]
             widths, predicted = last.widths, float(problem.predict_ms(last.widths))

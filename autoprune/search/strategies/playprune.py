@@ -111,7 +111,7 @@ class PlayPruneStrategy(SearchStrategy):
             gated.fix(keep_top(scores, proposal))
             training.train(
                 gated, network.train, epochs=network.epochs, lr=network.lr,
-                seed=network.seed + trial.number, parameters=list(net.parameters()),
+                seed=network.seed + trial.number, parameters=list(net.parameters()), augment=network.augment,
             )  # fmt: skip
             gated.remove()
             accuracy = float(network.accuracy(net, proposal, scores))
