@@ -96,7 +96,7 @@ class StrategyOption:
 
 FALLBACKS = StrategyOption(
     "--fallbacks", "fallbacks", int,
-    "knapsack, uniform, gates, droppruning: narrower networks proposed after each chosen one, measured "
+    "knapsack, uniform, gates, droppruning, halp, screen: narrower networks proposed after each chosen one, measured "
     "only when those before them measure over the budget",
 )  # fmt: skip
 
