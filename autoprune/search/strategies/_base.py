@@ -96,8 +96,8 @@ class StrategyOption:
 
 FALLBACKS = StrategyOption(
     "--fallbacks", "fallbacks", int,
-    "knapsack, uniform, gates, droppruning, halp, screen: narrower networks proposed after each chosen one, measured "
-    "only when those before them measure over the budget",
+    "knapsack, uniform, gates, droppruning, halp, screen: narrower networks proposed after each chosen "
+    "one, measured only when those before them measure over the budget",
 )  # fmt: skip
 
 

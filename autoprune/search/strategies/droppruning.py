@@ -44,6 +44,7 @@ from autoprune.search.study import Candidate, ranked_candidates, save_start, tra
 @register_strategy
 class DropPruningStrategy(SearchStrategy):
     name = "droppruning"
+    trial_means = "seeds of the drops, each training the network"
     options = (
         StrategyOption("--drop-out", "p_out", float,
                        "droppruning: how far each step's drop-out strays from the least important channels, "

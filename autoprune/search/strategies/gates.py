@@ -40,6 +40,7 @@ from autoprune.search.workers import study_lock
 @register_strategy
 class GatesStrategy(SearchStrategy):
     name = "gates"
+    trial_means = "joint trainings of the network and its gates"
     needs_gradients = True
     options = (FALLBACKS,)
 

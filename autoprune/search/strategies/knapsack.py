@@ -87,6 +87,7 @@ def ladder(
 @register_strategy
 class KnapsackStrategy(SearchStrategy):
     name = "knapsack"
+    trial_means = "unused: it trains no network while searching"
     evaluates = False
     options = (FALLBACKS,)
 

@@ -54,6 +54,7 @@ def bisect_eps(
 @register_strategy
 class PFPStrategy(SearchStrategy):
     name = "pfp"
+    trial_means = "unused: one allocation from the error tolerance"
     evaluates = False
     options = (
         StrategyOption(

@@ -51,6 +51,7 @@ NEEDS_TOLERANCE = "strategy 'playprune' prunes to an accuracy tolerance: pass --
 @register_strategy
 class PlayPruneStrategy(SearchStrategy):
     name = "playprune"
+    trial_means = "controller steps, each fine-tuning the network (an upper bound)"
     tolerance = True
     options = (
         StrategyOption(

@@ -67,6 +67,7 @@ def widest_uniform_by_measurement(problem: SearchProblem, study: optuna.Study) -
 @register_strategy
 class UniformStrategy(SearchStrategy):
     name = "uniform"
+    trial_means = "unused: bisected by measurement"
     evaluates = False
     options = (FALLBACKS,)
 
