@@ -582,3 +582,22 @@ def test_halp_importance_is_taylor_of_the_coupled_layers_re_estimated_at_every_s
                     float(step.importance[name][c]) for c in keep[name]
                 )
     assert {k: sorted(v) for k, v in keep.items()} == result.keep
+
+
+def test_screen_reranks_beside_the_predicted_uniform_when_no_uniform_network_measures_within(
+    tmp_path: Path,
+) -> None:
+    """A host so slow that every network measures over the budget: the search still ranks its candidates
+    (the finalists' measurement, not the rerank, is where such a budget is refused)."""
+
+    def slow(widths_list: list[Widths]) -> list[Timing]:
+        return [Timing(3 * latency(w), 1.0) for w in widths_list]
+
+    strategy = get_strategy("screen", rerank=2)
+    s = strategy.study_settings(seed=0, trials=12)
+    study = open_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", sampler=s.sampler,
+                       directions=s.directions)  # fmt: skip
+    slow_problem = replace(screen_problem(CountingDevice()), measure=slow)
+    candidates = run_strategy(strategy, slow_problem, study=study, trials=12)
+    uniform = next(r["widths"] for r in study.user_attrs["summary"]["rerank"] if r["uniform"])
+    assert latency(uniform) <= BUDGET and candidates

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import optuna
 from scipy.stats import kendalltau
 
-from autoprune.errors import ConfigError
+from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import Widths
 from autoprune.search.projection import project_to_budget, shape_from_offsets
 from autoprune.search.strategies._base import (
@@ -41,7 +41,7 @@ from autoprune.search.strategies._base import (
     StudySettings,
     register_strategy,
 )
-from autoprune.search.strategies.uniform import widest_uniform_by_measurement
+from autoprune.search.strategies.uniform import uniform_ladder, widest_uniform_by_measurement
 from autoprune.search.study import Candidate, finished, train_trials
 from autoprune.search.workers import study_lock
 
@@ -118,12 +118,24 @@ class ScreenStrategy(SearchStrategy):
             )
         screened = self._screen(problem, study, trials, on_trial)
         with study_lock(study):  # one worker of a shared study reranks; the others read its results
-            ladder, best = widest_uniform_by_measurement(problem, study)
+            ladder, best = self._uniform(problem, study)
             ranked = self._rerank(problem, study, screened, ladder[best])
         fallbacks = [
             Candidate(w, float(problem.predict_ms(w))) for w in ladder[best + 1 : best + 1 + self.fallbacks]
         ]
         return ranked + [f for f in fallbacks if all(f.widths != c.widths for c in ranked)]
+
+    @staticmethod
+    def _uniform(problem: SearchProblem, study: optuna.Study) -> tuple[list[Widths], int]:
+        """The uniform network to beat: the widest within the budget by measurement, as a user finds it by
+        hand; on a host too noisy for even the narrowest to measure within (with its margin), the widest
+        *predicted* within, so the screened candidates still get their rerank."""
+        try:
+            return widest_uniform_by_measurement(problem, study)
+        except BudgetError:
+            ladder = uniform_ladder(problem.space)
+            fits = [i for i, w in enumerate(ladder) if problem.predict_ms(w) <= problem.budget_ms]
+            return ladder, fits[0] if fits else len(ladder) - 1
 
     # ------------------------------------------------------------------ 1. screen
 
