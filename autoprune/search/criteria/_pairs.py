@@ -75,7 +75,8 @@ def pair_removal_scores(sim: Tensor, worth: Tensor) -> Tensor:
     """Scores [C] from the order in which channels are removed (first removed = 0, last kept = C - 1).
 
     Channels of zero ``worth`` (dead) go first, lowest index first. Then, repeatedly: of the remaining
-    channels' most similar pair, the one of smaller ``worth`` goes (on a tie, the higher index), so the
+    channels' most similar pair, the one of smaller ``worth`` goes (on a tie, the higher index; pairs
+    within 1e-9 of the most similar count as equally so, and the weakest of their members goes), so the
     top-k by score keep one channel of a cluster of near-duplicates before any second one.
     ``sim`` [C, C] is symmetric; its diagonal is ignored.
     """
@@ -90,10 +91,15 @@ def pair_removal_scores(sim: Tensor, worth: Tensor) -> Tensor:
     sim[gone, :] = -torch.inf
     best, partner = sim.max(1)  # each channel's most similar remaining channel
     while len(order) < n - 1:
-        i = int(best.argmax())
-        j = int(partner[i])
-        a, b = min(i, j), max(i, j)
-        drop = a if worth[a] < worth[b] else b
+        # Pairs within 1e-9 of the most similar are equally similar (exact duplicates differ only by
+        # rounding, which varies with the CPU's BLAS): of those, the one whose weaker member is weakest.
+        near = torch.nonzero(best >= best.max() - 1e-9).flatten().tolist()
+        drops = []
+        for i in near:
+            j = int(partner[i])
+            a, b = min(i, j), max(i, j)
+            drops.append(a if worth[a] < worth[b] else b)
+        drop = min(drops, key=lambda d: (float(worth[d]), -d))
         order.append(drop)
         sim[:, drop] = -torch.inf
         sim[drop, :] = -torch.inf
