@@ -130,8 +130,8 @@ def test_bad_inputs_exit_2_with_one_line(
     _fails(
         capsys,
         [*search[:-2], "--out", str(tmp_path / "s3"), "--budget-ratio", "0.7", "--fallbacks", "1"],
-        "--fallbacks is an option of --strategy droppruning or gates or halp or knapsack or screen or uniform, "
-        "not of 'optuna'",
+        "--fallbacks is an option of --strategy droppruning or gates or halp or knapsack or screen "
+        "or uniform, not of 'optuna'",
     )
     assert not (tmp_path / "s3").exists()
     pfp = [*search[:-2], "--out", str(tmp_path / "s5"), "--budget-ratio", "0.7", "--pfp-eps"]
