@@ -47,7 +47,7 @@ from autoprune.data import DatasetSplits, load_dataset
 from autoprune.errors import AutopruneError, ConfigError
 from autoprune.graph import ChannelGraph, Widths, count_macs_params
 from autoprune.latency.fingerprint import cpu_model, versions
-from autoprune.models import load_model
+from autoprune.models import load_model, read_checkpoint
 from autoprune.predictor import Features, layers_of
 from autoprune.prune import AdaptiveBNProxy, ProxyScore, prune_model, recalibrate_bn
 from autoprune.report import markdown_table
@@ -262,7 +262,13 @@ def _score(s: ProxyScore) -> Row:
     return {"accuracy": s.accuracy, "loss": s.loss, "value": s.value}
 
 
-LOSS = ", by loss"  # the suffix of a column ranked by the proxy's loss instead of ProxyScore.value
+# Two rankings of one score, computed here from the cached accuracy and loss (ProxyScore.value itself
+# changed from the first to the second after the vgg11_bn run).
+ACC, LOSS = ", by accuracy", ", by loss"
+RANKINGS: dict[str, Callable[[Row], float]] = {
+    ACC: lambda r: r["accuracy"] - 1e-4 * min(r["loss"], 9.0),  # accuracy, the loss breaking ties
+    LOSS: lambda r: -r["loss"],
+}
 
 
 # -- statistics ----------------------------------------------------------------------------------------
@@ -342,8 +348,8 @@ def recommend(
             f"The best setting ranked {'by accuracy' if by_loss else 'by loss'}, {o}, against the best: "
             f"{diff(o)}."
         )
-    if baseline is not None and np.isfinite(point[baseline + LOSS * by_loss][2]):
-        plain = baseline + LOSS * by_loss  # the plain pruned network, ranked the same way
+    plain = None if baseline is None else baseline + (LOSS if by_loss else ACC)  # ranked the same way
+    if plain is not None and np.isfinite(point[plain][2]):
         text.append(f"{pick} against {plain} (the plain pruned network): {diff(pick, plain)}.")
     return " ".join(text)
 
@@ -369,14 +375,14 @@ def section(run_dir: Path, draws: int) -> str:
     cols = {n: c for n, c in cols.items() if all(i in c for i in ids)}
     y = np.array([truths[i]["val_accuracy"] for i in ids])
     strata = np.array([nets[i]["ratio"] for i in ids])
-    scores: dict[str, np.ndarray] = {}  # ProxyScore.value (accuracy, loss breaking ties), then loss alone
-    for suffix, key, sign in (("", "value", 1), (LOSS, "loss", -1)):
-        scores |= {n + suffix: sign * np.array([c[i][key] for i in ids]) for n, c in cols.items()}
+    scores: dict[str, np.ndarray] = {}
+    for suffix, rank in RANKINGS.items():
+        scores |= {n + suffix: np.array([rank(c[i]) for i in ids]) for n, c in cols.items()}
     point = {n: rank_stats(x, y, strata) for n, x in scores.items()}
     boot = bootstrap(scores, y, strata, draws=draws)
     table = []
     for n in scores:
-        c = cols[n.removesuffix(LOSS)]
+        c = cols[n.removesuffix(LOSS).removesuffix(ACC)]
         secs = np.array([c[i]["score_s"] + c[i]["prune_s"] for i in ids])
         mean = (
             f"loss {np.mean([c[i]['loss'] for i in ids]):.2f}"
@@ -405,7 +411,7 @@ def section(run_dir: Path, draws: int) -> str:
         else "The truth's seed noise was not measured (`--repeats` 0 or 1)."
     )
     proxies = [n for n in scores if n.startswith("K=")]
-    baseline = next((n for n in scores if n.startswith("no recalibration") and not n.endswith(LOSS)), None)
+    baseline = next((n for n in cols if n.startswith("no recalibration")), None)
     prune_s = np.median([nets[i]["prune_s"] for i in ids])
     ft = np.median([truths[i]["finetune_s"] + truths[i]["eval_s"] for i in ids])
     per_cand = [
@@ -418,6 +424,7 @@ def section(run_dir: Path, draws: int) -> str:
     stamp += f" with uncommitted changes to {', '.join(meta['uncommitted'])}" if meta["uncommitted"] else ""
     stamp += f"; rows from commits {', '.join(commits)}" if len(commits) > 1 else ""
     setup = SETUP.format(
+        recipe=recipe(st["checkpoint"]),
         title=title, command=meta["command"], stamp=stamp, date=meta["date"], machine=meta["machine"],
         earlier="".join(f" (resuming `{c}`)" for c in meta.get("earlier_commands", [])),
         load=meta["load_average"], threads=meta["threads"],
@@ -440,6 +447,14 @@ def section(run_dir: Path, draws: int) -> str:
     ])  # fmt: skip
 
 
+def recipe(checkpoint: str) -> str:
+    """How the base was trained, from its checkpoint's metadata (where it still exists)."""
+    if not Path(checkpoint).is_file():
+        return "checkpoint no longer there"
+    train = read_checkpoint(checkpoint)[1].get("train")
+    return "; ".join(f"{k} {v}" for k, v in train.items()) if isinstance(train, dict) else "not recorded"
+
+
 SETUP = """{title}
 
 Command: `{command}`{earlier}
@@ -447,7 +462,8 @@ Command: `{command}`{earlier}
 {stamp}. Started {date}. Machine: {machine}, load average {load:.2f} at the start;
 torch.set_num_threads({threads}); {versions}.
 
-Base `{checkpoint}`: validation top-1 {dense_acc:.2f} %, {dense_mmacs:.1f} M MACs. {n} candidates, keep
+Base `{checkpoint}` (trained: {recipe}): validation top-1 {dense_acc:.2f} %, {dense_mmacs:.1f} M
+MACs. {n} candidates, keep
 ratios {ratios} alternating, each group's share scaled by exp(U(-{spread}, {spread})) and a common scale
 bisected so the conv MACs stay within the uniform network's (grid: round_to {round_to}, min_ratio
 {min_ratio}); channels kept by {criterion} via `prune_model`. **Truth** = the search's trial: BatchNorm
@@ -455,27 +471,30 @@ recalibrated on {calibration_batches} training batches, `training.train` for {fi
 {train_items} items (lr {lr}, seed {seed}, one data order for all, augment={augment}), then top-1 on all
 {val_items} validation items. **Proxy** = `AdaptiveBNProxy(train, val, batches=K, val_size=V,
 seed={seed})`: K batches of 64 (the first K of one seeded shuffle, so they nest), V the first items of a
-seeded shuffle of validation, ranked by `ProxyScore.value` (accuracy, ties broken by loss).
+seeded shuffle of validation; its accuracy and loss are cached, and ranked two ways below.
 """
 
 AGREEMENT = """Rank agreement with the truth: point estimate [95 % interval from {draws} bootstrap
 resamples of the candidates, within each ratio group]. "Within budget" is Kendall's tau-b inside each
 ratio group, averaged weighted by pairs: the search ranks networks of one budget. Each score ranks the
-candidates by `ProxyScore.value` (accuracy, loss breaking ties) or, "by loss", by its loss alone.
+candidates by its accuracy (the loss breaking ties) or by its loss alone (lower is better).
 Seconds per candidate: prune + (recalibrate +) score, median (range), one thread on the shared machine;
 pruning alone {prune_s:.2f} s, the truth (fine-tune + evaluation) {truth_s:.0f} s (medians)."""
 
 
 LIMITS = """## What limits the result
 
-The candidates are random allocations around a uniform network, not the ones a search proposes, and there
-are about a dozen per budget: Kendall's interval within a budget is wide, so "within the noise of the
-best" is a weak test and admits small K easily; the rows over both budgets also reward telling a larger
-network from a smaller one, which is easier than the search's task. The truth is one short fine-tune with
-one seed: its seed noise (measured above where `--repeats` ran) caps the agreement any proxy can reach,
-and a longer final fine-tune may order the networks differently. Proxy and truth are both scored on the
-validation split (the proxy on a subset of it), as the search selects on it; the test split is never
-read. Seconds are wall time on a shared 2-core machine with one torch thread and move with its load.
+The candidates are random allocations around a uniform network at two budgets, not the ones a search
+proposes; with one to two dozen per budget the within-budget Kendall interval is wide, so "within the
+noise of the best" is a weak test that admits small K easily. The columns over both budgets also reward
+telling a larger network from a smaller one, which is easier than the search's task. The truth is one
+short fine-tune with one seed: its seed noise (measured above) caps the agreement any proxy can reach,
+and a longer final fine-tune may order the networks differently. Which ranking agrees better, accuracy or
+loss, is measured per model here and need not carry over to another; where the recalibrated networks sit
+near chance before any fine-tune (a briefly trained base, heavy pruning), neither says much. Proxy and
+truth are both scored on the validation split (the proxy on a subset of it), as the search selects on it;
+the test split is never read. Seconds are wall time on a shared 2-core machine with one torch thread and
+move with its load.
 """
 
 
