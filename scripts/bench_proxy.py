@@ -311,13 +311,13 @@ def interval(point: float, draws: np.ndarray) -> str:
 
 def recommend(
     point: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray], proxies: list[str], baseline: str | None
-) -> str:
+) -> tuple[str | None, str]:
     """The best within-budget Kendall, then the cheapest setting of the same ranking (smallest V, then
     smallest K) within the noise of it: their paired bootstrap difference's 95 % interval reaches zero.
     Also says whether the other ranking and the no-recalibration baseline are worse beyond the noise."""
     ranked = [n for n in proxies if np.isfinite(point[n][2])]
     if not ranked:
-        return "No recommendation: no proxy setting has a within-budget Kendall (every score tied)."
+        return None, "No recommendation: no proxy setting has a within-budget Kendall (every score tied)."
     best = max(ranked, key=lambda n: point[n][2])
 
     def diff(n: str, to: str = best) -> str:
@@ -351,11 +351,12 @@ def recommend(
     plain = None if baseline is None else baseline + (LOSS if by_loss else ACC)  # ranked the same way
     if plain is not None and np.isfinite(point[plain][2]):
         text.append(f"{pick} against {plain} (the plain pruned network): {diff(pick, plain)}.")
-    return " ".join(text)
+    return pick, " ".join(text)
 
 
 # -- report --------------------------------------------------------------------------------------------
-def section(run_dir: Path, draws: int) -> str:
+def section(run_dir: Path, draws: int) -> tuple[str, list[str] | None]:
+    """The run's markdown, and its line of the summary table (None before it has a recommendation)."""
     meta = json.loads((run_dir / "meta.json").read_text())
     st = meta["settings"]
     rows = Cache(run_dir / "rows.jsonl").rows
@@ -365,7 +366,7 @@ def section(run_dir: Path, draws: int) -> str:
     kind, _, where = st["data"].partition(":")
     title = f"## {st['model']}, {kind}" + (f" ({Path(where).name})" if where else "")
     if len(ids) < 4:
-        return f"{title}\n\n{len(ids)} candidates finished so far: no table yet.\n"
+        return f"{title}\n\n{len(ids)} candidates finished so far: no table yet.\n", None
     cols: dict[str, dict[int, Row]] = {}
     for r in sorted(rows, key=lambda r: (r["part"] != "plain", r.get("V", 0), r.get("K", 0))):
         if r["part"] in ("plain", "proxy"):
@@ -426,7 +427,7 @@ def section(run_dir: Path, draws: int) -> str:
     setup = SETUP.format(
         recipe=recipe(st["checkpoint"]),
         title=title, command=meta["command"], stamp=stamp, date=meta["date"], machine=meta["machine"],
-        earlier="".join(f" (resuming `{c}`)" for c in meta.get("earlier_commands", [])),
+        earlier="".join(f"; earlier into this cache: `{c}`" for c in meta.get("earlier_commands", [])[::-1]),
         load=meta["load_average"], threads=meta["threads"],
         versions=", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         dense_acc=100 * meta["dense_val_accuracy"], dense_mmacs=meta["dense_macs"] / 1e6, n=len(ids),
@@ -435,16 +436,28 @@ def section(run_dir: Path, draws: int) -> str:
     )  # fmt: skip
     heads = ["keep ratio", "candidates", "MACs, % of dense", "truth, val top-1 % (mean ± std)", "truth range"]
     cols_head = ["proxy", "Spearman", "Kendall", "Kendall within budget", "mean score"]
+    pick, advice = recommend(point, boot, proxies, baseline) if proxies else (None, "No proxy column yet.")
+    summary = None
+    if pick is not None:
+        other = [n for n in proxies if n.endswith(LOSS) != pick.endswith(LOSS) and np.isfinite(point[n][2])]
+        o = max(other, key=lambda n: point[n][2]) if other else None
+        c = cols[pick.removesuffix(LOSS).removesuffix(ACC)]
+        summary = [
+            title.removeprefix("## "), str(len(ids)), pick, interval(point[pick][2], boot[pick][:, 2]),
+            "n/a" if o is None else f"{o}: {interval(point[o][2], boot[o][:, 2])}",
+            interval(point[pick][0], boot[pick][:, 0]),
+            f"{np.median([c[i]['score_s'] + c[i]['prune_s'] for i in ids]):.2f}",
+        ]  # fmt: skip
     return "\n".join([
         setup, markdown_table(heads, groups), "",
         AGREEMENT.format(draws=draws, prune_s=prune_s, truth_s=ft), "",
         markdown_table([*cols_head, "seconds"], table), "",
-        recommend(point, boot, proxies, baseline) if proxies else "No proxy column is complete yet.", "",
+        advice, "",
         noise, "",
         "<details><summary>Per candidate: truth and each score's top-1 %</summary>", "",
         markdown_table(["#", "ratio", "M MACs", "truth", *cols], per_cand), "",
         "</details>", "",
-    ])  # fmt: skip
+    ]), summary  # fmt: skip
 
 
 def recipe(checkpoint: str) -> str:
@@ -490,23 +503,29 @@ noise of the best" is a weak test that admits small K easily. The columns over b
 telling a larger network from a smaller one, which is easier than the search's task. The truth is one
 short fine-tune with one seed: its seed noise (measured above) caps the agreement any proxy can reach,
 and a longer final fine-tune may order the networks differently. Which ranking agrees better, accuracy or
-loss, is measured per model here and need not carry over to another; where the recalibrated networks sit
-near chance before any fine-tune (a briefly trained base, heavy pruning), neither says much. Proxy and
-truth are both scored on the validation split (the proxy on a subset of it), as the search selects on it;
-the test split is never read. Seconds are wall time on a shared 2-core machine with one torch thread and
-move with its load.
+loss, is measured per model here (see the summary) and need not carry over to another model, base or
+budget. Proxy and truth are both scored on the validation split (the proxy on a subset of it), as the
+search selects on it; the test split is never read. Seconds are wall time on a shared 2-core machine
+with one torch thread and move with its load.
 """
 
 
 def write_report(args: argparse.Namespace) -> str:
     metas = sorted(args.work.glob("*/meta.json"), key=lambda p: json.loads(p.read_text())["date"])
+    sections = [section(m.parent, args.bootstrap) for m in metas]
+    summary = [row for _, row in sections if row is not None]
+    heads = ["run", "candidates", "recommended", "its Kendall within budget", "the other ranking's best",
+             "its Spearman (both budgets)", "s per candidate"]  # fmt: skip
     text = "\n".join([
         "# The adaptive-BatchNorm accuracy proxy: does it rank pruned networks, and with how many batches?",
         "",
         "Written by `scripts/bench_proxy.py` from its cached rows, never edited by hand; each section begins "
-        "with the command, commit, date and machine that produced it.",
+        "with the command, commit, date and machine that produced it. Summary (each run's recommendation, "
+        "from the rule and the tables in its section; 95 % bootstrap intervals):",
         "",
-        *[section(m.parent, args.bootstrap) for m in metas],
+        markdown_table(heads, summary) if summary else "No run has a recommendation yet.",
+        "",
+        *[text for text, _ in sections],
         LIMITS,
     ])  # fmt: skip
     write_text(args.out, text)
