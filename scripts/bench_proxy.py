@@ -63,16 +63,6 @@ Row = dict[str, Any]
 
 
 # -- candidates ----------------------------------------------------------------------------------------
-def snapped(space: WidthSpace, fractions: Mapping[str, float]) -> Widths:
-    """Each group at the widest grid width <= its kept fraction of its channels (at least the smallest)."""
-    out = {}
-    for g in space.groups:
-        c = space.choices(g)
-        fits = [w for w in c if w <= fractions[g.name] * g.channels + 1e-9]
-        out[g.name] = fits[-1] if fits else c[0]
-    return out
-
-
 def candidate_widths(
     space: WidthSpace, macs: Callable[[Widths], float], *, ratio: float, spread: float, seed: int, index: int
 ) -> Widths:
@@ -84,7 +74,7 @@ def candidate_widths(
     target = macs(space.uniform(ratio))
 
     def at(scale: float) -> Widths:
-        return snapped(space, {name: scale * share for name, share in shape.items()})
+        return space.snap({g.name: scale * shape[g.name] * g.channels for g in space.groups})
 
     lo, hi = 0.0, 1.0 / min(shape.values())
     for _ in range(30):

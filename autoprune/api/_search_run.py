@@ -82,16 +82,17 @@ class SearchRun:
 
     def prune(
         self, widths: Widths, dense: nn.Module | None = None, by: Mapping[str, Tensor] | None = None,
-        criterion: str | None = None,
+        criterion: str | None = None, *, recalibrate: bool = True,
     ) -> PrunedModel:  # fmt: skip
         """``dense`` (default the searched network) pruned to ``widths`` by ``by`` (default the criterion's
-        scores), BatchNorm recalibrated on the fixed calibration batches."""
+        scores), BatchNorm recalibrated on the fixed calibration batches unless not ``recalibrate``."""
         p = prune_model(
             self.b.net if dense is None else dense, widths=widths, model_spec=self.model,
             num_classes=self.b.classes, input_shape=self.b.input_shape,
             criterion=criterion or self.config.criterion, scores=self.scores if by is None else by,
         )  # fmt: skip
-        recalibrate_bn(p.module, self.batches)
+        if recalibrate:
+            recalibrate_bn(p.module, self.batches)
         return p
 
     def prune_candidate(self, c: Candidate) -> PrunedModel:
@@ -129,11 +130,7 @@ class SearchRun:
             self._proxy = AdaptiveBNProxy(
                 self.ds.train, self.ds.val, batches=c.proxy_batches, val_size=c.proxy_val, seed=c.seed
             )
-        p = prune_model(
-            self.b.net, widths=widths, model_spec=self.model, num_classes=self.b.classes,
-            input_shape=self.b.input_shape, criterion=self.config.criterion, scores=self.scores,
-        )  # fmt: skip
-        return self._proxy.score(p.module).value
+        return self._proxy.score(self.prune(widths, recalibrate=False).module).value
 
     def timed(self, widths_list: list[Widths]) -> list[Timing]:
         timings = self.b.time(widths_list)

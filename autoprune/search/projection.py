@@ -25,16 +25,6 @@ class Projected:
     share: float  # predicted latency over the budget: in [1 - eps, 1] unless the grid is too coarse
 
 
-def snapped(space: WidthSpace, fractions: Mapping[str, float]) -> Widths:
-    """Each group at the widest grid width <= its kept fraction of its channels (at least the smallest)."""
-    out = {}
-    for g in space.groups:
-        c = space.choices(g)
-        fits = [w for w in c if w <= fractions[g.name] * g.channels + 1e-9]
-        out[g.name] = fits[-1] if fits else c[0]
-    return out
-
-
 def project_to_budget(
     space: WidthSpace,
     shape: Mapping[str, float],
@@ -55,24 +45,21 @@ def project_to_budget(
         raise ValueError(f"a shape's relative keep ratios must be > 0: {dict(shape)}")
 
     def at(scale: float) -> Widths:
-        return snapped(space, {g.name: min(1.0, scale * shape[g.name]) for g in space.groups})
+        return space.snap({g.name: min(1.0, scale * shape[g.name]) * g.channels for g in space.groups})
 
     lo, hi = 0.0, 1.0 / min(shape[g.name] for g in space.groups)  # at hi every group is dense
     for _ in range(refinements + 1):
         scales = [lo + (hi - lo) * i / (grid - 1) for i in range(grid)]
         ms = predict_many([at(s) for s in scales])
         fits = [i for i in range(grid) if ms[i] <= budget_ms]
-        if not fits:  # not even the narrowest network fits: the caller's budget check says so
-            widths = at(lo)
-            now = float(predict_many([widths])[0])
+        i = fits[-1] if fits else 0  # none: not even the narrowest fits (the caller's budget check says so)
+        widths, now = at(scales[i]), float(ms[i])
+        if not fits:
             return Projected(widths, now, now / budget_ms)
-        i = fits[-1]
         if i == grid - 1:
             lo = hi = scales[i]
             break
         lo, hi = scales[i], scales[i + 1]
-    widths = at(lo)
-    now = float(predict_many([widths])[0])
     target = {g.name: min(1.0, hi * shape[g.name]) * g.channels for g in space.groups}
     while True:
         steps = []

@@ -81,15 +81,20 @@ class WidthSpace:
         """Every group at its first choice: the smallest network of the space."""
         return {g.name: self.choices(g)[0] for g in self.groups}
 
-    def uniform(self, ratio: float, of: Mapping[str, int] | None = None) -> Widths:
-        """Every group at the largest choice <= ``ratio`` of its channels, or of its width in ``of`` (a
-        network scaled down alike in every group), at least the smallest."""
+    def snap(self, kept: Mapping[str, float]) -> Widths:
+        """Each group at the largest choice <= ``kept[group]`` channels (a real number), at least the
+        smallest: any allocation onto the grid, rounding down."""
         out = {}
         for g in self.groups:
             c = self.choices(g)
-            fits = [w for w in c if w <= ratio * (g.channels if of is None else of[g.name])]
+            fits = [w for w in c if w <= kept[g.name] + 1e-9]
             out[g.name] = fits[-1] if fits else c[0]
         return out
+
+    def uniform(self, ratio: float, of: Mapping[str, int] | None = None) -> Widths:
+        """Every group at the largest choice <= ``ratio`` of its channels, or of its width in ``of`` (a
+        network scaled down alike in every group), at least the smallest."""
+        return self.snap({g.name: ratio * (g.channels if of is None else of[g.name]) for g in self.groups})
 
     def widest_uniform_within(
         self, budget_ms: float, predict_ms: Callable[[Widths], float], of: Mapping[str, int] | None = None

@@ -169,6 +169,17 @@ class SearchStrategy(ABC):
     def study_settings(self, *, seed: int, trials: int) -> StudySettings:
         return StudySettings(optuna.samplers.RandomSampler(seed=seed))
 
+    def keep_settings(self, study: optuna.Study, settings: dict[str, Any]) -> None:
+        """Record this strategy's ``settings`` on a new study; refuse a rerun of the study with others."""
+        recorded = study.user_attrs.get(self.name)
+        if recorded is None:
+            study.set_user_attr(self.name, settings)
+        elif recorded != settings:
+            raise ConfigError(
+                f"{self.name}: this study ran with {recorded}, not {settings}: pass those options again or a "
+                "new --study"
+            )
+
     @abstractmethod
     def run(
         self,

@@ -92,15 +92,7 @@ class DropPruningStrategy(SearchStrategy):
             )
         target, target_ms = steps[0]
         s = self.settings
-        recorded = study.user_attrs.get("droppruning")
-        mine = {"p_out": s.p_out, "p_in": s.p_in, "steps": s.steps}
-        if recorded is None:
-            study.set_user_attr("droppruning", mine)
-        elif recorded != mine:
-            raise ConfigError(
-                f"droppruning: this study ran with {recorded}, not {mine}: pass those options again or a "
-                "new --study"
-            )
+        self.keep_settings(study, {"p_out": s.p_out, "p_in": s.p_in, "steps": s.steps})
         if s.p_in == 0 and s.p_out == 0:
             trials = 1  # deterministic: every seed would train the same network
         per_step = network.epochs / s.steps

@@ -86,14 +86,7 @@ class HalpStrategy(SearchStrategy):
                 "raise the budget"
             )
         s = self.settings
-        recorded = study.user_attrs.get("halp")
-        mine = {"steps": s.steps, "prune_fraction": s.prune_fraction}
-        if recorded is None:
-            study.set_user_attr("halp", mine)
-        elif recorded != mine:
-            raise ConfigError(
-                f"halp: this study ran with {recorded}, not {mine}: pass those options again or a new --study"
-            )
+        self.keep_settings(study, {"steps": s.steps, "prune_fraction": s.prune_fraction})
 
         def objective(trial: optuna.Trial) -> float:
             result = halp_prune(
