@@ -115,6 +115,14 @@ def case_table(
             for s in ok
             if (done[method, s].get("summary") or {}).get("guard")
         }
+        for s in ok:  # screen's calibration: how far the predictor was off for the reranked networks
+            cal = (done[method, s].get("summary") or {}).get("calibration") or []
+            if cal:
+                others = [c["bias"] for c in cal[1:]]
+                notes.add(
+                    f"s{s}: measured/predicted uniform {cal[0]['bias']:.2f}"
+                    + (f", candidates {min(others):.2f}-{max(others):.2f}" if others else "")
+                )
         if same:
             notes.add(f"same widths as {', '.join(same)}")
         if any(x.get("search_s_includes_finetune") for x in r):
