@@ -636,6 +636,9 @@ def test_screen_calibrates_the_rerank_on_the_device_so_the_winner_fits_the_budge
     ladder = uniform_ladder(SPACE)
     i = ladder.index(uniform)
     assert i == 0 or 0.92 * latency(ladder[i - 1]) > target  # the widest uniform network that fits
+    # After the rerank, the narrower uniform networks (calibrated too), before the uncalibrated screened rest.
+    n = len(reranked)
+    assert [c.widths for c in candidates[n : n + 2]] == ladder[i + 1 : i + 3]
     # A rerun resumes from the study: nothing is timed again.
     device = CountingDevice()
     again = run_strategy(strategy, replace(prob, measure=device), study=study, trials=30)

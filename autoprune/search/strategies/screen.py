@@ -24,9 +24,9 @@ guards against uniform pruning.
    validation accuracies (``sqrt(2 p (1 - p) / n)``). Otherwise the uniform network is ranked first, and
    the summary says so.
 
-The ranking: the guard's winner, the other finalist, the rest of the rerank by accuracy, then the
-screened candidates by proxy, then narrower uniform networks as fallbacks. Everything is cached in the
-study (trials, every fine-tune's accuracy), so a rerun resumes.
+The ranking: the guard's winner, the other finalist, the rest of the rerank by accuracy, then narrower
+uniform networks as fallbacks, then the screened candidates not reranked, by proxy. Everything is cached
+in the study (trials, every fine-tune's accuracy), so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -132,10 +132,15 @@ class ScreenStrategy(SearchStrategy):
             top = [w for w, *_ in screened if _key(w) != ukey][: self.rerank]
             top, best = self._calibrate(problem, study, top, ladder, best)
             ranked = self._rerank(problem, study, screened, top, ladder[best])
+        # The rerank, then narrower uniform networks, then the screened candidates not reranked (timed only
+        # when everything before them measures over the budget: they are uncalibrated, on the predicted
+        # budget's edge, so the fallbacks come first).
         fallbacks = [
             Candidate(w, float(problem.predict_ms(w))) for w in ladder[best + 1 : best + 1 + self.fallbacks]
         ]
-        return ranked + [f for f in fallbacks if all(f.widths != c.widths for c in ranked)]
+        out = ranked + [f for f in fallbacks if all(f.widths != c.widths for c in ranked)]
+        seen = {_key(c.widths) for c in out}
+        return out + [Candidate(w, ms) for w, ms, _, _ in screened if _key(w) not in seen]
 
     @staticmethod
     def _uniform(problem: SearchProblem, study: optuna.Study) -> tuple[list[Widths], int]:
@@ -348,7 +353,4 @@ class ScreenStrategy(SearchStrategy):
                 ),
             },
         )
-        out = [Candidate(widths_of[k], float(problem.predict_ms(widths_of[k])), accuracy[k]) for k in names]
-        seen = set(names)
-        out += [Candidate(w, ms) for w, ms, _, _ in screened if _key(w) not in seen]
-        return out
+        return [Candidate(widths_of[k], float(problem.predict_ms(widths_of[k])), accuracy[k]) for k in names]
