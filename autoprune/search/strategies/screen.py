@@ -6,19 +6,19 @@ guards against uniform pruning.
    uses it), and is scored by the proxy (adaptive BatchNorm, ``SearchProblem.proxy``). ``--trials``
    counts these candidates; the first is the uniform shape. Projections that land on widths already
    scored reuse that score.
-2. **Rerank (successive halving).** The ``--rerank`` best distinct candidates and the uniform network
-   (the widest uniform network *predicted* within the budget, at the candidates' latency) get the same
-   short fine-tune (``--finetune-epochs``, same seed and data order); the best of them and the uniform
-   network then get a fine-tune ``--rerank-growth`` times longer, each with two seeds.
-   Before the rerank, each of those networks is **timed** once on the device (interleaved with the
-   others) and re-projected onto the budget under its own measured bias (measured over predicted
-   latency), to ``budget / (1 + tolerance)^2``: one tolerance for the finalists' noise margin, one for
-   the noise of this measurement. A search against a learned predictor selects the shapes the predictor
-   under-predicts (on vgg11_bn the winners measured 5 % over their prediction while the uniform network
-   measured 9 % under, so the rerank compared networks at different real latencies and the winner then
-   measured over the budget); after this step the rerank compares networks at the same measured
-   latency, and they meet the budget when measured as finalists.
-3. **Uniform guard.** The non-uniform network is ranked first only when its mean accuracy beats the
+2. **Calibrate on the device.** The ``--rerank`` best distinct candidates and the uniform network (the
+   widest uniform network *predicted* within the budget) are timed once on the device, interleaved, and
+   each is re-projected under its own measured bias (measured over predicted latency) onto
+   ``budget / (1 + tolerance)^2``: one tolerance for the finalists' noise margin, one for the noise of
+   this timing. A search against a learned predictor selects the shapes the predictor under-predicts (on
+   vgg11_bn the winners measured 5-7 % over their prediction while the uniform network measured 9 %
+   under, so the rerank compared networks at different real latencies and the winner then measured over
+   the budget). After this step the rerank compares networks at the same measured latency; the host's
+   drift between this timing and the finalists' can still put the winner over the budget.
+3. **Rerank (successive halving).** Those networks get the same short fine-tune (``--finetune-epochs``,
+   same seed and data order); the best of them and the uniform network then get a fine-tune
+   ``--rerank-growth`` times longer, each with two seeds.
+4. **Uniform guard.** The non-uniform network is ranked first only when its mean accuracy beats the
    uniform network's by more than the measured noise: the larger of the seed-to-seed spread of the two
    (the mean of their two seeds' absolute differences) and one standard error of a difference of two
    validation accuracies (``sqrt(2 p (1 - p) / n)``). Otherwise the uniform network is ranked first, and
@@ -62,6 +62,12 @@ _CALIBRATED = "screen_calibrated"  # study attribute: the rerank's networks time
 
 def _key(widths: Widths) -> str:
     return ",".join(str(widths[k]) for k in sorted(widths))
+
+
+def _widest_within(latencies: list[float], limit_ms: float) -> int:
+    """The index of the first (widest) network of a widest-first ladder within ``limit_ms``; the last
+    (narrowest) when none is."""
+    return next((i for i, ms in enumerate(latencies) if ms <= limit_ms), len(latencies) - 1)
 
 
 @register_strategy
@@ -148,9 +154,7 @@ class ScreenStrategy(SearchStrategy):
         the budget, as the candidates are. ``_calibrate`` then moves it and them onto the same measured
         latency."""
         ladder = uniform_ladder(problem.space)
-        predicted = problem.predict_batch(ladder)
-        fits = [i for i, ms in enumerate(predicted) if ms <= problem.budget_ms]
-        return ladder, fits[0] if fits else len(ladder) - 1
+        return ladder, _widest_within(problem.predict_batch(ladder), problem.budget_ms)
 
     # ------------------------------------------------------------------ 1. screen
 
@@ -240,8 +244,7 @@ class ScreenStrategy(SearchStrategy):
                     return [bias * v for v in problem.predict_batch(many)]
 
                 if i == 0:  # the uniform network: the widest of the ladder within the target
-                    fits = [j for j, v in enumerate(corrected(ladder)) if v <= target]
-                    new = ladder[fits[0] if fits else len(ladder) - 1]
+                    new = ladder[_widest_within(corrected(ladder), target)]
                 else:
                     shape = {g.name: w[g.name] / g.channels for g in problem.space.groups}
                     new = project_to_budget(problem.space, shape, corrected, target).widths
