@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from autoprune import __version__
+from autoprune.config import MEASURE_SECONDS
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -245,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--margin",
         type=float,
         help="least fraction a finalist must measure under the budget (default: the protocol's tolerance)",
+    )
+    p.add_argument(
+        "--measure-seconds",
+        type=float,
+        default=MEASURE_SECONDS,
+        help="finalists are judged on their ratio to the dense network timed beside them: repeats are "
+        "added, up to this many seconds per batch, while a ratio's spread exceeds the margin",
     )
     p.add_argument("--lr", type=float, default=0.05, help="fine-tune learning rate")
     p.add_argument("--seed", type=int, default=0)

@@ -172,6 +172,7 @@ def _run(args: argparse.Namespace) -> None:
                 distill=args.distill,
                 augment=args.augment,
                 margin=args.margin,
+                measure_seconds=args.measure_seconds,
                 lr=args.lr,
                 budget_confidence=args.budget_confidence,
                 seed=args.seed,

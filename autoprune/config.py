@@ -159,6 +159,9 @@ class FitConfig(_Config):
         return {k: getattr(self, k) for k in keys}
 
 
+MEASURE_SECONDS = 60.0  # finalists: the most time spent repeating one batch's timings until they settle
+
+
 @dataclass(frozen=True)
 class SearchConfig(_Config):
     """The search under a latency budget (``budget_ms``, or ``budget_ratio`` of the dense), or for the
@@ -187,6 +190,9 @@ class SearchConfig(_Config):
     distill: bool = False  # the final fine-tune distils from the dense network
     augment: bool | None = None  # fine-tunes augment (crop + flip); None: where the data suits it
     margin: float | None = None
+    # Finalists are timed beside the dense network and judged on their ratio to it; repeats are added,
+    # up to this many seconds per batch of finalists, while a ratio's spread exceeds the margin's floor.
+    measure_seconds: float = MEASURE_SECONDS
     lr: float = 0.05  # fine-tune lr: at 0.01 one epoch leaves a heavily pruned ResNet-20 near chance
     budget_confidence: float | None = None  # constrain the predictor's calibrated upper bound, not its mean
     seed: int = 0
@@ -218,6 +224,8 @@ class SearchConfig(_Config):
             raise ConfigError("fine-tune epochs must be >= 0")
         if self.margin is not None and not 0 <= self.margin < 1:
             raise ConfigError(f"--margin must be in [0, 1), got {self.margin}")
+        if self.measure_seconds < 0:
+            raise ConfigError(f"--measure-seconds must be >= 0, got {self.measure_seconds}")
 
     @property
     def strategy_name(self) -> str:

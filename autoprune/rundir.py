@@ -15,8 +15,9 @@ from autoprune.errors import ConfigError
 
 _HELD: dict[Path, int] = {}  # lock files this process holds, to its open descriptor
 
-MAY_GROW = frozenset({"trials", "finalists", "final_epochs"})
-"""Settings a resumed run may change: more trials or finalists, a longer final fine-tune."""
+MAY_GROW = frozenset({"trials", "finalists", "final_epochs", "measure_seconds"})
+"""Settings a resumed run may change: more trials or finalists, a longer final fine-tune, longer to
+measure the finalists."""
 
 
 def _without(d: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:

@@ -45,3 +45,56 @@ class SlowedBackend(CountingBackend):
     def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
         self.loaded += 1
         return _ParamSession(2 * sum(p.numel() for p in model.parameters()))
+
+
+class _ScaledSession(Session):
+    """``ms`` times the host's slowdown at each call (the backend's ``host``)."""
+
+    def __init__(self, backend: CountingBackend, ms: float) -> None:
+        self._backend, self.ms = backend, ms
+
+    def time(self, iterations: int) -> np.ndarray:
+        return np.full(iterations, self.ms * self._backend.host())  # type: ignore[attr-defined]
+
+
+class SixPercentSlowerBackend(CountingBackend):
+    """The profiled device (same fingerprint), every network uniformly 6 % slower than it was profiled."""
+
+    def host(self) -> float:
+        return 1.06
+
+    def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
+        return _ScaledSession(self, sum(p.numel() for p in model.parameters()) / 1e5)
+
+
+class BusyBackend(CountingBackend):
+    """The profiled device on a busy host: another process's load changes every few timing calls, so
+    absolute timings vary by up to ±30 % from one round to the next, while a network and the dense one
+    timed beside it share the host's state and their ratio stays within ±1 % (seeded, repeatable)."""
+
+    def __init__(self, cpu: str = "test-cpu") -> None:
+        super().__init__(cpu)
+        self._rng, self.calls, self._load = np.random.default_rng(0), 0, 1.0
+
+    def host(self) -> float:
+        if self.calls % 7 == 0:  # the other process changes what it does
+            self._load = float(self._rng.uniform(0.7, 1.3))
+        self.calls += 1
+        return self._load * float(self._rng.uniform(0.99, 1.01))
+
+    def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
+        return _ScaledSession(self, sum(p.numel() for p in model.parameters()) / 1e5)
+
+
+class FlatBackend(CountingBackend):
+    """The profiled device, except that pruning gains nothing on it: every network measures as the dense
+    one does, so no network of the search space fits a budget below the dense latency."""
+
+    dense_ms = 0.0
+
+    def host(self) -> float:
+        return 1.0
+
+    def session(self, model: nn.Module, input_shape: Sequence[int]) -> Session:
+        FlatBackend.dense_ms = max(FlatBackend.dense_ms, sum(p.numel() for p in model.parameters()) / 1e5)
+        return _ScaledSession(self, FlatBackend.dense_ms)

@@ -155,7 +155,8 @@ def _crash_and_resume(tiny_run: dict[str, Path], tmp_path: Path, seed: int, kill
     assert finalists is None or recorded == finalists["batches"]  # type: ignore[index]
     assert len(recorded) == 1  # one batch of finalists, measured once
     summary = json.loads((out / "search.json").read_text())
-    measured = [m for _dense, *ms in (b["timings"] for b in recorded) for m, _spread in ms]
+    frame = summary["measurement"]["frame_ms"]  # judged: each one's ratio to the dense beside it, in ms
+    measured = [t["ratio"] * frame for b in recorded for t in b["timings"]]
     assert [f["measured_ms"] for f in summary["finalists"]] == measured
     assert summary["trials"] == len(study.trials)
     pruned = load_pruned(out / "pruned.pt")

@@ -18,7 +18,7 @@ from autoprune import training
 from autoprune._console import Reporter
 from autoprune._io import atomic_write, write_json
 from autoprune.api._bound import bind
-from autoprune.config import AdaptConfig
+from autoprune.config import MEASURE_SECONDS, AdaptConfig
 from autoprune.data import load_dataset
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths, dense_widths
@@ -28,6 +28,7 @@ from autoprune.prune import calibration_batches, prune_model, recalibrate_bn, sa
 from autoprune.rundir import claim_run_dir
 from autoprune.search import (
     Candidate,
+    budget_frame,
     channel_scores,
     check_budget,
     reference_scale,
@@ -108,7 +109,12 @@ def adapt(
     if not ref_path.is_file():
         write_json(ref_path, {"reference_ms": measure([dense_w])[0].median_ms})
     reference_ms = float(json.loads(ref_path.read_text())["reference_ms"])
-    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=reference_ms)
+    frame_ms = budget_frame(
+        budget_in_ms=config.budget_ms is not None,
+        reference_ms=reference_ms,
+        profile_reference_ms=lp.meta.get("reference_ms"),
+    )
+    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=frame_ms)
     budget_ms = float(config.budget_ms or (config.budget_ratio or 1.0) * reference_ms)
     narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(space.narrowest())
     check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))
@@ -163,10 +169,14 @@ def adapt(
         if all(w != c.widths for c in candidates):
             candidates.append(Candidate(w, predict_ms(w)))
     tolerance = b.protocol.max_deviation if config.margin is None else config.margin
-    chosen, _ = select_by_measurement(
-        candidates, measure=lambda ws: measure([dense_w, *ws])[1:], budget_ms=budget_ms,
-        finalists=3, tolerance=tolerance,
-    )  # fmt: skip
+
+    def judged(widths_list: list[Widths]) -> list[Timing]:  # on the ratio to the dense, as search's
+        timings = b.time_beside_dense(widths_list, tolerance=tolerance, max_seconds=MEASURE_SECONDS)
+        return [t.judged(frame_ms) for t in timings]
+
+    chosen = select_by_measurement(
+        candidates, measure=judged, budget_ms=budget_ms, finalists=3, tolerance=tolerance
+    ).chosen
     pruned = prune_model(
         tuned, widths=chosen.candidate.widths, model_spec=model, num_classes=target.num_classes,
         input_shape=input_shape, criterion="stamp", scores=mask.scores,
@@ -178,7 +188,7 @@ def adapt(
                        seed=config.seed, on_step=reporter.task("fine-tune"))  # fmt: skip
     val, test = training.evaluate(pruned.module, target.val), training.evaluate(pruned.module, target.test)
     summary = {
-        "budget_ms": budget_ms, "reference_ms": reference_ms, "profile_scale": scale,
+        "budget_ms": budget_ms, "reference_ms": reference_ms, "frame_ms": frame_ms, "profile_scale": scale,
         "predicted_ms": chosen.candidate.predicted_ms, "measured_ms": chosen.measured_ms,
         "margin": chosen.margin, "generator_predicted_ms": mask.latency_ms, "widths": pruned.widths,
         "generator_counts": mask.counts, "val_accuracy": val, "test_accuracy": test,

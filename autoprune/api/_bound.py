@@ -38,6 +38,16 @@ class Bound:
             self.net, widths, backend=self.backend, input_shape=self.input_shape, protocol=self.protocol
         )
 
+    def time_beside_dense(
+        self, widths: list[Widths], *, tolerance: float, max_seconds: float
+    ) -> list[Timing]:
+        """Each of ``widths`` timed round for round beside the dense network (its ratio to it), repeated
+        up to ``max_seconds`` while a ratio's spread exceeds ``tolerance``."""
+        return time_widths(
+            self.net, widths, backend=self.backend, input_shape=self.input_shape, protocol=self.protocol,
+            beside_dense=True, tolerance=tolerance, max_seconds=max_seconds,
+        )  # fmt: skip
+
 
 def bind(
     model: str, *, checkpoint: str | Path, lp: LatencyPredictor, num_classes: int,

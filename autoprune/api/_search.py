@@ -5,6 +5,7 @@ the device, finish (fine-tune the chosen one, score it once on the test split, s
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,14 @@ from autoprune.report import ModelSummary, TrialPoint
 from autoprune.rundir import release_run_dir
 from autoprune.search import (
     Candidate,
-    Measured,
+    Selection,
     measured_once,
     release_storage,
     run_strategy,
     select_by_measurement,
     study_lock,
 )
+from autoprune.search.strategies.uniform import widest_uniform_measured
 
 _SILENT = Reporter()
 
@@ -80,38 +82,54 @@ def search(
         trials=run.trials,
         on_trial=reporter.task("search trials"),
     )
-    chosen, measured = _measure(run, candidates, reporter)
-    return _finish(run, chosen, measured, data=data, reporter=reporter)
+    return _finish(run, _measure(run, candidates, reporter), data=data, reporter=reporter)
 
 
-def _measure(
-    run: SearchRun, candidates: list[Candidate], reporter: Reporter
-) -> tuple[Measured, list[Measured]]:
-    """Finalists timed on the device beside the dense network, in the strategy's order. Their timings are
-    kept in the run directory: a rerun (after a crash in the fine-tune, say) reuses them, so each is
-    measured once and the same one is chosen. Workers of one study measure one at a time."""
+def _measure(run: SearchRun, candidates: list[Candidate], reporter: Reporter) -> Selection:
+    """Finalists timed on the device beside the dense network, in the strategy's order, judged on their
+    ratio to it; the widest uniform network that measures within the budget when none of them does.
+    Their timings are kept in the run directory: a rerun (after a crash in the fine-tune, say) reuses
+    them, so each is measured once and the same one is chosen. Workers of one study measure one at a
+    time."""
+    problem = run.problem()
     with study_lock(run.study):
-        chosen, measured = select_by_measurement(
+        selection = select_by_measurement(
             candidates,
-            measure=run.beside_dense(measured_once(run.timed, run.run_dir / "finalists.json")),
+            measure=run.judged(measured_once(run.timed, run.run_dir / "finalists.json")),
             budget_ms=run.budget_ms,
             finalists=run.config.finalists,
             tolerance=run.tolerance,
+            last_resort=lambda: widest_uniform_measured(problem, run.study),
         )
-    reporter.log(
-        f"chosen finalist: {chosen.measured_ms:.4f} ms measured, needed a margin of "
-        f"{100 * chosen.margin:.1f} % (budget {run.budget_ms:.4f} ms)"
-        if math.isfinite(run.budget_ms)
-        else f"chosen finalist: {chosen.measured_ms:.4f} ms measured, the fastest of {len(measured)}"
+    chosen = selection.chosen
+    if selection.bias is not None:
+        reporter.log(
+            f"finalists measured {selection.bias:.3f}x their predicted latency: the rest re-ranked under "
+            "the corrected prediction"
+        )
+    if chosen.last_resort:
+        reporter.log("no candidate of the strategy measured within the budget; the widest uniform one did")
+    t = chosen.timing
+    stability = (
+        f", ratio to the dense network spread {100 * (t.spread - 1):.1f} % over {t.repeats} repeats"
+        if t is not None and t.ratio is not None
+        else ""
     )
-    return chosen, measured
+    slowdown = run.host_slowdown
+    host = f"; host {slowdown:.2f}x the budget's dense latency" if slowdown is not None else ""
+    reporter.log(
+        f"chosen finalist: {chosen.measured_ms:.4f} ms judged{stability}, needed a margin of "
+        f"{100 * chosen.margin:.1f} % (budget {run.budget_ms:.4f} ms{host})"
+        if math.isfinite(run.budget_ms)
+        else f"chosen finalist: {chosen.measured_ms:.4f} ms judged, the fastest of {len(selection.measured)}"
+    )
+    return selection
 
 
-def _finish(
-    run: SearchRun, chosen: Measured, measured: list[Measured], *, data: str, reporter: Reporter
-) -> SearchResult:
+def _finish(run: SearchRun, selection: Selection, *, data: str, reporter: Reporter) -> SearchResult:
     """Fine-tune the chosen network, score it (the test split once), save it and write the report."""
     config, ds, lp, net = run.config, run.ds, run.lp, run.b.net
+    chosen, measured = selection.chosen, selection.measured
     pruned = run.prune_candidate(chosen.candidate)
     run.fine_tune(
         pruned.module, config.final_epochs, config.seed, teacher=net if config.distill else None,
@@ -119,12 +137,20 @@ def _finish(
     )  # fmt: skip
     kill_point("fine-tuned")  # tests/test_crash.py
     budget_ms = run.budget_ms if math.isfinite(run.budget_ms) else None
-    dense = _summary("dense", net, ds, run.dense_ms[-1], run.b.example)
+    measurement = {
+        "frame_ms": run.frame_ms, "host_slowdown": run.host_slowdown,
+        "load": max(run.loads) if run.loads else None, "cpus": os.cpu_count(),
+        "bias": selection.bias, "reranked_after": selection.reranked, "last_resort": chosen.last_resort,
+        "repeats": None if chosen.timing is None else chosen.timing.repeats,
+        "ratio_spread": chosen.spread, "measure_seconds": config.measure_seconds,
+    }  # fmt: skip
+    dense = _summary("dense", net, ds, run.frame_ms, run.b.example)  # its ratio to itself is 1
     final = _summary("pruned", pruned.module, ds, chosen.measured_ms, run.b.example)
     pruned.meta = {
         "budget_ms": budget_ms, "max_accuracy_drop": config.max_accuracy_drop,
         "dense_val_accuracy": dense.accuracy, "measured_ms": chosen.measured_ms, "margin": chosen.margin,
         "dense_ms": dense.latency_ms, "reference_ms": run.reference_ms, "profile_scale": run.scale,
+        "measurement": measurement,
         "val_accuracy": final.accuracy, "test_accuracy": final.test_accuracy, "strategy": run.strategy.name,
         "augment": run.augment, "backend": lp.meta["backend"], "precision": lp.meta.get("precision", "fp32"),
         "backend_settings": lp.meta["backend_settings"], "device": lp.meta["device"],
@@ -134,7 +160,7 @@ def _finish(
         model=run.model, data=data, strategy=run.strategy.name, trains_trials=run.strategy.evaluates,
         budget_ms=budget_ms, dense=dense, pruned=final, max_accuracy_drop=config.max_accuracy_drop,
         dense_widths=run.dense_widths, widths=pruned.widths, chosen=chosen, measured=measured,
-        study=run.study, space=run.b.space, margin_floor=run.tolerance,
+        study=run.study, space=run.b.space, margin_floor=run.tolerance, measurement=measurement,
     )  # fmt: skip
     finalists, front, sections = write_search_outputs(run.run_dir, record)
     release_storage(run.storage_url)

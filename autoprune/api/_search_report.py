@@ -41,6 +41,9 @@ class SearchRecord:
     space: WidthSpace
     margin_floor: float
     max_accuracy_drop: float | None = None  # percentage points of validation accuracy
+    # How the finalists were judged: the budget's frame (the dense latency a ratio is converted with),
+    # the host's slowdown against it and its load while they were timed, the predictor's bias they showed.
+    measurement: dict[str, Any] | None = None
 
 
 def finalist_row(m: Measured, chosen: Measured) -> dict[str, Any]:
@@ -54,6 +57,11 @@ def finalist_row(m: Measured, chosen: Measured) -> dict[str, Any]:
         "margin": m.margin,
         "within_budget": m.within_budget,
         "chosen": m is chosen,
+        "ratio_to_dense": None if m.timing is None else m.timing.ratio,
+        "raw_ms": None if m.timing is None else m.timing.raw_ms,  # as timed, on the host as it was then
+        "dense_ms_beside": None if m.timing is None else m.timing.reference_ms,
+        "repeats": None if m.timing is None else m.timing.repeats,
+        "last_resort": m.last_resort,
     }
 
 
@@ -112,6 +120,7 @@ def write_search_outputs(
             "pareto_front": [p.__dict__ for p in front],
             "study": r.study.study_name,
             "summary": r.study.user_attrs.get("summary"),  # the strategy's own account (screen: the rerank)
+            "measurement": r.measurement,
         },
     )
     title = f"{r.model} on {r.data}, {r.strategy}"
@@ -156,16 +165,45 @@ def _search_section(r: SearchRecord, finalists: list[dict[str, Any]]) -> str:
         )
     else:
         rule = (
-            f"Finalists, measured interleaved with the dense network. A finalist is within budget when "
-            f"its median × (1 + margin) ≤ {r.budget_ms:.4f} ms; the margin is the larger of "
-            f"{100 * r.margin_floor:.1f} % (the protocol's tolerance, or --margin) and the spread of its "
-            f"repeated timings. The chosen network needed a margin of {100 * r.chosen.margin:.1f} %."
+            "Finalists, each timed round for round beside the dense network and judged on the median of "
+            "its ratio to it, converted to ms with the dense latency the budget refers to"
+            f"{_frame(r.measurement)}. A finalist is within budget when that latency × (1 + margin) ≤ "
+            f"{r.budget_ms:.4f} ms; the margin is the larger of {100 * r.margin_floor:.1f} % (the "
+            "protocol's tolerance, or --margin) and the spread of its ratio over the repeats. The chosen "
+            f"network needed a margin of {100 * r.chosen.margin:.1f} %.{_learnt(r.measurement)}"
         )
     return (
         f"Strategy `{r.strategy}`, Optuna study `{r.study.study_name}` ({len(r.study.trials)} trials; "
         f"open it with `optuna-dashboard sqlite:///{Path('<run dir>') / 'study.db'}`).\n\n"
         f"{rule}\n\n{table}\n\n![Pareto plot](pareto.png)\n\n![widths](widths.png)\n"
     )
+
+
+def _frame(m: dict[str, Any] | None) -> str:
+    if not m or m.get("frame_ms") is None:
+        return ""
+    host = m.get("host_slowdown")
+    load = m.get("load")
+    said = f" ({m['frame_ms']:.4f} ms"
+    if host is not None:
+        said += f"; the dense network measured {host:.2f}x that beside the finalists"
+    if load is not None:
+        said += f", the host's load average {load:.2f} on {m.get('cpus')} logical CPUs"
+    return said + ")"
+
+
+def _learnt(m: dict[str, Any] | None) -> str:
+    if not m:
+        return ""
+    said = ""
+    if m.get("bias") is not None:
+        said += (
+            f" Finalists measured {m['bias']:.3f}x their predicted latency: the candidates left were "
+            "re-ranked under the corrected prediction."
+        )
+    if m.get("last_resort"):
+        said += " None of the strategy's candidates measured within the budget; the widest uniform one did."
+    return said
 
 
 def _trials_section(r: SearchRecord, points: list[TrialPoint]) -> str:

@@ -4,10 +4,12 @@ search judges a network (prune, proxy, short fine-tune, device timing). ``search
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import optuna
 from torch import Tensor, nn
 
@@ -29,6 +31,7 @@ from autoprune.search import (
     Report,
     SearchProblem,
     SearchStrategy,
+    budget_frame,
     channel_scores,
     check_budget,
     check_storage,
@@ -57,13 +60,15 @@ class SearchRun:
     storage_url: str
     study: optuna.Study
     reference_ms: float  # the dense network timed when the study began
-    scale: float  # profile latencies -> the device's conditions now
+    frame_ms: float  # the dense latency the budget refers to: measured ratios x this are judged latencies
+    scale: float  # profile latencies -> the budget's frame
     budget_ms: float  # math.inf: no budget
     augment: bool
     batches: list[tuple[Tensor, Tensor]]
     scores: Mapping[str, Tensor]
     dense_val: float | None
     dense_ms: list[float] = field(default_factory=list)  # every dense timing beside the candidates
+    loads: list[float] = field(default_factory=list)  # the host's 1-minute load average at each timing
     _proxy: AdaptiveBNProxy | None = None
 
     @property
@@ -133,21 +138,33 @@ class SearchRun:
         return self._proxy.score(self.prune(widths, recalibrate=False).module).value
 
     def timed(self, widths_list: list[Widths]) -> list[Timing]:
-        timings = self.b.time(widths_list)
+        """Each network timed round for round beside the dense network, repeated (up to
+        ``--measure-seconds``) while its ratio to it is spread wider than the margin's floor."""
+        timings = self.b.time_beside_dense(
+            widths_list, tolerance=self.tolerance, max_seconds=self.config.measure_seconds
+        )
         kill_point("measure")  # tests/test_crash.py
         return timings
 
-    def beside_dense(
-        self, timer: Callable[[list[Widths]], list[Timing]]
-    ) -> Callable[[list[Widths]], list[Timing]]:
-        """``timer`` with the dense network timed first in every batch (interleaved); kept for the report."""
+    def judged(self, timer: Callable[[list[Widths]], list[Timing]]) -> Callable[[list[Widths]], list[Timing]]:
+        """``timer``'s timings (taken beside the dense network) as latencies in the budget's frame: each
+        network's ratio to the dense network beside it, times ``frame_ms``; its spread is the ratio's. A
+        host slowed down by another process slows both alike, so the judgement holds on a busy machine.
+        The dense timings and the host's load are kept for the report."""
 
         def measure(widths_list: list[Widths]) -> list[Timing]:
-            timings = timer([self.dense_widths, *widths_list])
-            self.dense_ms.append(timings[0].median_ms)
-            return timings[1:]
+            timings = timer(widths_list)
+            self.dense_ms.extend(float(t.reference_ms) for t in timings if t.reference_ms is not None)
+            if hasattr(os, "getloadavg"):
+                self.loads.append(os.getloadavg()[0])
+            return [t.judged(self.frame_ms) for t in timings]
 
         return measure
+
+    @property
+    def host_slowdown(self) -> float | None:
+        """The dense network as timed beside the finalists over the budget's frame (1: as quiet as then)."""
+        return float(np.median(self.dense_ms)) / self.frame_ms if self.dense_ms else None
 
     def problem(self) -> SearchProblem:
         c, lp = self.config, self.lp
@@ -166,7 +183,7 @@ class SearchRun:
         )  # fmt: skip
         return SearchProblem(
             space=self.b.space, budget_ms=self.budget_ms, predict_ms=self.predict_ms, evaluate=self.evaluate,
-            measure=self.beside_dense(self.timed), macs=lambda w: float(lp.features.macs([w])[0]),
+            measure=self.judged(self.timed), macs=lambda w: float(lp.features.macs([w])[0]),
             predict_many=self.predict_many, scores=self.scores, tolerance=self.tolerance, network=network,
             max_accuracy_drop=c.max_accuracy_drop, dense_accuracy=self.dense_val, proxy=self.proxy,
             finetune=self.finetune_score, val_size=len(self.ds.val),  # type: ignore[arg-type]
@@ -218,7 +235,12 @@ def open_search(
     # now converts them to the device's conditions now, in which the budget and the finalists are.
     with study_lock(opt_study):  # the first of several workers records it; the others read it
         reference_ms = search_reference(opt_study, lambda: b.time([dense_widths(b.groups)])[0].median_ms)
-    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=reference_ms)
+    frame_ms = budget_frame(
+        budget_in_ms=config.budget_ms is not None,
+        reference_ms=reference_ms,
+        profile_reference_ms=lp.meta.get("reference_ms"),
+    )
+    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=frame_ms)
     budget_ms = resolve_budget(
         opt_study,
         budget_ms=config.budget_ms,
@@ -228,13 +250,14 @@ def open_search(
     narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(b.space.narrowest())
     check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))  # math.inf: no budget
     reporter.log(
-        f"dense network measured at {reference_ms:.4f} ms now: profile latencies scaled by {scale:.3f}"
+        f"dense network measured at {reference_ms:.4f} ms now; the budget's frame is {frame_ms:.4f} ms "
+        f"(profile latencies scaled by {scale:.3f})"
     )
     batches = calibration_batches(ds.train, count=config.calibration_batches, seed=config.seed)
     return SearchRun(
         model=model, config=config, strategy=strategy, ds=ds, lp=lp, bound_factor=factor, b=b,
-        run_dir=run_dir, storage_url=storage_url, study=opt_study, reference_ms=reference_ms, scale=scale,
-        budget_ms=budget_ms,
+        run_dir=run_dir, storage_url=storage_url, study=opt_study, reference_ms=reference_ms,
+        frame_ms=frame_ms, scale=scale, budget_ms=budget_ms,
         augment=training.resolve_augment(config.augment, ds), batches=batches,
         scores=channel_scores(b.net, b.example, config.criterion, batches=batches),
         dense_val=None if config.max_accuracy_drop is None else training.evaluate(b.net, ds.val),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from autoprune.search.budget import (
+    budget_frame,
     check_budget,
     margin_for,
     record_budget,
@@ -19,7 +20,7 @@ from autoprune.search.criteria import (
     list_criteria,
     register_criterion,
 )
-from autoprune.search.finalists import Measured, select_by_measurement
+from autoprune.search.finalists import Measured, Selection, corrected_order, select_by_measurement
 from autoprune.search.resume import fail_orphaned_trials, measured_once
 from autoprune.search.run import run_strategy
 from autoprune.search.space import WidthSpace, space_for
@@ -59,14 +60,17 @@ __all__ = [
     "Report",
     "SearchProblem",
     "SearchStrategy",
+    "Selection",
     "StrategyOption",
     "StudyFull",
     "StudySettings",
     "WidthSpace",
+    "budget_frame",
     "channel_scores",
     "check_budget",
     "check_storage",
     "claim",
+    "corrected_order",
     "fail_orphaned_trials",
     "finished",
     "get_criterion",

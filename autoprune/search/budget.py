@@ -21,6 +21,17 @@ def search_reference(study: optuna.Study, measure_dense: Callable[[], float]) ->
     return float(study.user_attrs["reference_ms"])
 
 
+def budget_frame(*, budget_in_ms: bool, reference_ms: float, profile_reference_ms: float | None) -> float:
+    """The dense latency a measured ratio (a network's latency over the dense network's timed beside it)
+    is converted to ms with, and what the predictor's latencies are put in. For a budget in ms, the
+    profile's reference: the device's speed when quiet, so a host busy now neither moves the budget nor
+    refuses a network that fits it. For a ratio of the dense latency (or no budget), the dense latency
+    the ratio was set against (the study's reference), so a ratio is judged against a ratio."""
+    if budget_in_ms and profile_reference_ms:
+        return float(profile_reference_ms)
+    return float(reference_ms)
+
+
 def reference_scale(*, profile_reference_ms: float | None, reference_ms: float) -> float:
     """What a profile's latencies are multiplied by to be in this search's conditions: the reference
     measured now over the profile's reference (1 for a predictor fit on a profile without one)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,11 @@ def measured_once(timer: Timer, path: Path) -> Timer:
 
     def timed(batch: list[Widths]) -> list[Timing]:
         key = [dict(w) for w in batch]
-        for entry in done:
-            if entry["widths"] == key:
-                return [Timing(float(m), float(s)) for m, s in entry["timings"]]
+        for entry in done:  # a batch recorded before timings were dicts is timed again
+            if entry["widths"] == key and all(isinstance(t, dict) for t in entry["timings"]):
+                return [Timing(**t) for t in entry["timings"]]
         timings = timer(batch)
-        done.append({"widths": key, "timings": [[t.median_ms, t.spread] for t in timings]})
+        done.append({"widths": key, "timings": [asdict(t) for t in timings]})
         write_json(path, {"batches": done})
         return timings
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import optuna
 import pytest
 
 from autoprune import api
-from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, SearchConfig
+from autoprune.config import SearchConfig
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import keep_top
 from autoprune.latency import backends
@@ -27,23 +26,6 @@ from autoprune.prune import load_pruned
 from autoprune.search import list_strategies, load_start, strategy_class
 
 QUICK = {"trials": 3, "finetune_epochs": 0.05, "final_epochs": 0.05, "calibration_batches": 2}
-
-
-@pytest.fixture(scope="module")
-def exact_run(
-    tiny_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Path]]:
-    """The tiny run's dense network, profiled and fit on the ``counting`` double instead of a device."""
-    root = tmp_path_factory.mktemp("exact_run")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(backends._BACKENDS, "counting", "doubles:CountingBackend")
-        protocol = ProtocolConfig(warmup_ms=0.0, iterations=2, min_round_ms=0.0, rounds=1)
-        api.profile("resnet20", out=root / "profile.parquet", checkpoint=tiny_run["checkpoint"],
-                    backend="counting", sampling=SamplingConfig(samples=24), protocol=protocol)  # fmt: skip
-        api.fit(root / "profile.parquet", out=root / "predictor.pt", config=FitConfig(epochs=300, folds=0))
-        rf = FitConfig(predictor="rf", compare=("rf",), folds=0)
-        api.fit(root / "profile.parquet", out=root / "rf.pt", config=rf)
-        yield {"checkpoint": tiny_run["checkpoint"], "predictor": root / "predictor.pt", "rf": root / "rf.pt"}
 
 
 def _search(

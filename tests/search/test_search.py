@@ -8,8 +8,11 @@ from autoprune.graph import ChannelGroup
 from autoprune.latency import Timing
 from autoprune.search import (
     Candidate,
+    Measured,
     WidthSpace,
+    budget_frame,
     check_budget,
+    corrected_order,
     margin_for,
     record_budget,
     reference_scale,
@@ -72,9 +75,8 @@ def test_finalists_are_chosen_by_measurement_in_ranked_order() -> None:
         return [Timing(cost(w) * (2 if w == slow else 1), 1.0) for w in ws]
 
     budget = CANDIDATES[0].predicted_ms
-    chosen, measured = select_by_measurement(
-        CANDIDATES, measure=measure, budget_ms=budget, finalists=2, tolerance=0.0
-    )
+    picked = select_by_measurement(CANDIDATES, measure=measure, budget_ms=budget, finalists=2, tolerance=0.0)
+    chosen, measured = picked.chosen, picked.measured
     assert chosen.candidate is CANDIDATES[1] and chosen.within_budget
     assert measured[0].candidate is CANDIDATES[0] and not measured[0].within_budget
     with pytest.raises(BudgetError, match="none of"):
@@ -86,14 +88,49 @@ def test_finalists_are_chosen_by_measurement_in_ranked_order() -> None:
 
 def test_a_finalist_at_the_budgets_edge_needs_the_noise_margin() -> None:
     at_edge = CANDIDATES[1].predicted_ms  # measures exactly at the budget
-    chosen, measured = select_by_measurement(
+    picked = select_by_measurement(
         CANDIDATES[1:], measure=exact, budget_ms=at_edge, finalists=1, tolerance=0.03
     )
+    chosen, measured = picked.chosen, picked.measured
     assert not measured[0].within_budget and chosen.candidate is CANDIDATES[2]
     # A noisy measurement needs more than the tolerance: its own spread.
     assert margin_for(1.10, tolerance=0.03) == pytest.approx(0.10)
     assert margin_for(1.01, tolerance=0.03) == pytest.approx(0.03)
     assert within_budget(1.0, 1.05, margin=0.03) and not within_budget(1.0, 1.05, margin=0.06)
+
+
+def test_finalists_over_their_prediction_teach_the_bias_and_the_rest_is_reranked() -> None:
+    """Every network measures 10 % over its prediction. In the strategy's order the next two would be
+    over as well and the search would fail; the first one's measurement re-ranks the rest, and the
+    first candidate the corrected prediction puts within the budget is measured next."""
+    ranked = [Candidate({"a": i}, ms, 0.9 - i / 100, i) for i, ms in enumerate((1.0, 0.99, 0.98, 0.85, 0.80))]
+
+    def biased(ws: list[dict[str, int]]) -> list[Timing]:
+        return [Timing(1.10 * ranked[w["a"]].predicted_ms, 1.0) for w in ws]
+
+    picked = select_by_measurement(ranked, measure=biased, budget_ms=1.0, finalists=1, tolerance=0.03)
+    assert picked.bias == pytest.approx(1.10) and picked.reranked == [1]
+    assert [m.candidate.trial for m in picked.measured] == [0, 3] and picked.chosen.candidate.trial == 3
+    # Re-ranked: the ones the corrected prediction keeps within budget, in the strategy's order, first.
+    order = corrected_order(ranked, bias=1.10, budget_ms=1.0, tolerance=0.03)
+    assert [c.trial for c in order] == [3, 4, 2, 1, 0]
+
+
+def test_when_no_candidate_fits_the_last_resort_is_taken_else_the_search_fails_in_one_line() -> None:
+    over = lambda ws: [Timing(9.0, 1.0)] * len(ws)  # noqa: E731
+    resort = Measured(Candidate({"a": 9}, 0.5), 0.6, 1.0, 0.03, True, last_resort=True)
+    picked = select_by_measurement(
+        CANDIDATES, measure=over, budget_ms=1.0, finalists=2, tolerance=0.03, last_resort=lambda: resort
+    )
+    assert picked.chosen is resort and picked.measured[-1] is resort and len(picked.measured) == 5
+    with pytest.raises(BudgetError, match="none of 4 finalists"):
+        select_by_measurement(CANDIDATES, measure=over, budget_ms=1.0, finalists=2, tolerance=0.03)
+
+
+def test_the_budget_frame_is_the_quiet_profile_for_ms_and_the_study_reference_for_a_ratio() -> None:
+    assert budget_frame(budget_in_ms=True, reference_ms=2.4, profile_reference_ms=2.0) == 2.0
+    assert budget_frame(budget_in_ms=False, reference_ms=2.4, profile_reference_ms=2.0) == 2.4
+    assert budget_frame(budget_in_ms=True, reference_ms=2.4, profile_reference_ms=None) == 2.4
 
 
 def test_budget_is_recorded_once_and_a_rerun_keeps_or_refuses_it() -> None:

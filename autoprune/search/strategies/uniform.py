@@ -9,12 +9,15 @@ rerun resumes without timing them again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import optuna
 
 from autoprune.errors import BudgetError
 from autoprune.graph import Widths
+from autoprune.latency import Timing
 from autoprune.search.budget import margin_for, within_budget
+from autoprune.search.finalists import Measured
 from autoprune.search.space import WidthSpace
 from autoprune.search.strategies._base import FALLBACKS, SearchProblem, SearchStrategy, register_strategy
 from autoprune.search.study import Candidate
@@ -35,33 +38,54 @@ def uniform_ladder(space: WidthSpace) -> list[Widths]:
 
 def widest_uniform_by_measurement(problem: SearchProblem, study: optuna.Study) -> tuple[list[Widths], int]:
     """The ladder of uniform networks and the index of the widest one within the budget by measurement
-    (bisection: latency falls along the ladder)."""
+    (bisection: latency falls along the ladder); a one-line :class:`BudgetError` saying by how much when
+    even the narrowest measures over the budget."""
     ladder = uniform_ladder(problem.space)
+    best, _ = _bisect(problem, study, ladder)
+    return ladder, best
+
+
+def widest_uniform_measured(problem: SearchProblem, study: optuna.Study) -> Measured:
+    """Every search's last resort, when none of its own candidates measured within the budget: the widest
+    uniform network that does (its timings shared with ``uniform``'s, kept in the study)."""
+    ladder = uniform_ladder(problem.space)
+    best, (ms, spread) = _bisect(problem, study, ladder)
+    candidate = Candidate(ladder[best], float(problem.predict_ms(ladder[best])))
+    m = Measured.of(candidate, Timing(ms, spread), budget_ms=problem.budget_ms, tolerance=problem.tolerance)
+    return replace(m, last_resort=True)
+
+
+def _bisect(problem: SearchProblem, study: optuna.Study, ladder: list[Widths]) -> tuple[int, list[float]]:
     cache: dict[str, list[float]] = dict(study.user_attrs.get(_ATTR, {}))
 
-    def fits(i: int) -> bool:
+    def timed(i: int) -> list[float]:
         key = ",".join(str(v) for v in ladder[i].values())
         if key not in cache:
             t = problem.measure([ladder[i]])[0]
             cache[key] = [t.median_ms, t.spread]
             study.set_user_attr(_ATTR, cache)
-        ms, spread = cache[key]
+        return cache[key]
+
+    def fits(i: int) -> bool:
+        ms, spread = timed(i)
         return within_budget(ms, problem.budget_ms, margin=margin_for(spread, tolerance=problem.tolerance))
 
     last = len(ladder) - 1
     if not fits(last):
-        ms = cache[",".join(str(v) for v in ladder[last].values())][0]
+        ms, spread = timed(last)
+        needed = ms * (1 + margin_for(spread, tolerance=problem.tolerance))
         raise BudgetError(
-            f"even the narrowest uniform network measures {ms:.4g} ms, over the budget of "
-            f"{problem.budget_ms:.4g} ms with its noise margin: raise the budget"
+            f"even the narrowest network of the search space measures {ms:.4g} ms, "
+            f"{100 * (needed / problem.budget_ms - 1):.1f} % over the budget of {problem.budget_ms:.4g} ms "
+            "with its noise margin: raise the budget"
         )
     if fits(0):
-        return ladder, 0
+        return 0, timed(0)
     lo, hi = 0, last  # lo does not fit, hi fits
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return ladder, hi
+    return hi, timed(hi)
 
 
 @register_strategy

@@ -1,0 +1,29 @@
+"""Fixtures of the api tests: the tiny run profiled on a deterministic backend double."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autoprune import api
+from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig
+from autoprune.latency import backends
+
+
+@pytest.fixture(scope="session")
+def exact_run(
+    tiny_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Path]]:
+    """The tiny run's dense network, profiled and fit on the ``counting`` double instead of a device."""
+    root = tmp_path_factory.mktemp("exact_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(backends._BACKENDS, "counting", "doubles:CountingBackend")
+        protocol = ProtocolConfig(warmup_ms=0.0, iterations=2, min_round_ms=0.0, rounds=1)
+        api.profile("resnet20", out=root / "profile.parquet", checkpoint=tiny_run["checkpoint"],
+                    backend="counting", sampling=SamplingConfig(samples=24), protocol=protocol)  # fmt: skip
+        api.fit(root / "profile.parquet", out=root / "predictor.pt", config=FitConfig(epochs=300, folds=0))
+        rf = FitConfig(predictor="rf", compare=("rf",), folds=0)
+        api.fit(root / "profile.parquet", out=root / "rf.pt", config=rf)
+        yield {"checkpoint": tiny_run["checkpoint"], "predictor": root / "predictor.pt", "rf": root / "rf.pt"}
