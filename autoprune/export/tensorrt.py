@@ -33,12 +33,12 @@ from autoprune._io import atomic_path, write_json
 from autoprune.config import ProtocolConfig
 from autoprune.errors import BudgetError, ConfigError, ExportError
 from autoprune.latency._onnx import to_onnx
-from autoprune.latency.backends._base import Session
 from autoprune.latency.fingerprint import gpu_fingerprint
 from autoprune.latency.protocol import LatencyStats, measure
 from autoprune.latency.trt_engine import (
     EngineConfig,
     EngineRunner,
+    EngineSession,
     build_engine,
     engine_mismatch,
     require_cuda,
@@ -142,17 +142,6 @@ def load_engine(
     )
 
 
-class _RunnerSession(Session):
-    def __init__(self, runner: EngineRunner) -> None:
-        self._runner = runner
-
-    def time(self, iterations: int) -> np.ndarray:
-        return self._runner.time(iterations)
-
-    def info(self) -> dict[str, Any]:
-        return {"cuda_graph": self._runner.cuda_graph_used, "enqueue_bound": self._runner.enqueue_bound}
-
-
 def _onnx_parity(model: nn.Module, x: Tensor) -> float:
     """The fp32 ONNX graph in onnxruntime (CPU) vs torch on the CPU, as ``export_onnx`` checks it: tells an
     exporter problem apart from a TensorRT one."""
@@ -244,7 +233,7 @@ def export_tensorrt(
         stats: LatencyStats | None = None
         measured_with: dict[str, Any] = {}
         if measuring:
-            session = _RunnerSession(runner)
+            session = EngineSession(runner)
             stats = measure(session, protocol or ProtocolConfig())
             measured_with = session.info()
     gpu = gpu_fingerprint(device)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from autoprune.errors import ConfigError
@@ -21,26 +20,13 @@ from autoprune.latency.fingerprint import gpu_fingerprint, host_fingerprint, ver
 from autoprune.latency.trt_engine import (
     EngineConfig,
     EngineRunner,
+    EngineSession,
     build_engine,
     check_precision_supported,
     cuda_index,
     require_cuda,
     require_tensorrt,
 )
-
-
-class _TensorRTSession(Session):
-    def __init__(self, runner: EngineRunner) -> None:
-        self._runner = runner
-
-    def time(self, iterations: int) -> np.ndarray:
-        return self._runner.time(iterations)
-
-    def info(self) -> dict[str, Any]:
-        return {"cuda_graph": self._runner.cuda_graph_used, "enqueue_bound": self._runner.enqueue_bound}
-
-    def close(self) -> None:
-        self._runner.close()
 
 
 class TensorRTBackend(LatencyBackend):
@@ -128,4 +114,4 @@ class TensorRTBackend(LatencyBackend):
             transfers=self.transfers,
             cuda_graph=self.cuda_graph,
         )
-        return _TensorRTSession(runner)
+        return EngineSession(runner)

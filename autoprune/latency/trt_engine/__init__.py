@@ -48,7 +48,7 @@ from autoprune.latency.trt_engine._env import (
     trt_fingerprint,
     trt_major,
 )
-from autoprune.latency.trt_engine._run import EngineRunner, torch_dtype
+from autoprune.latency.trt_engine._run import EngineRunner, EngineSession, torch_dtype
 
 __all__ = [
     "CALIBRATION_BATCHES",
@@ -57,6 +57,7 @@ __all__ = [
     "PRECISIONS",
     "EngineConfig",
     "EngineRunner",
+    "EngineSession",
     "build_engine",
     "build_onnx_engine",
     "check_precision_supported",

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from autoprune.errors import ConfigError, ExportError
 from autoprune.latency._cuda import EnqueueTimes, capture_graph, session_mode, time_on_stream
+from autoprune.latency.backends._base import Session
 from autoprune.latency.trt_engine._env import TrtLogger, last_error, require_cuda, require_tensorrt
 
 
@@ -199,3 +200,20 @@ class EngineRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EngineSession(Session):
+    """An :class:`EngineRunner` as a latency :class:`Session`: what the tensorrt backend times and what
+    ``export --format tensorrt`` measures the exported engine with."""
+
+    def __init__(self, runner: EngineRunner) -> None:
+        self._runner = runner
+
+    def time(self, iterations: int) -> np.ndarray:
+        return self._runner.time(iterations)
+
+    def info(self) -> dict[str, Any]:
+        return {"cuda_graph": self._runner.cuda_graph_used, "enqueue_bound": self._runner.enqueue_bound}
+
+    def close(self) -> None:
+        self._runner.close()
