@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from autoprune.latency._onnx import to_onnx
 from autoprune.latency.backends import LatencyBackend, Session, get_backend, list_backends, register_backend
-from autoprune.latency.compare import (
+from autoprune.latency.compat import check_same_run, difference, mismatch
+from autoprune.latency.fingerprint import device_identity
+from autoprune.latency.interleaved import (
     Timing,
     time_interleaved,
     time_widths,
 )
-from autoprune.latency.compat import check_same_run, difference, mismatch
-from autoprune.latency.fingerprint import device_identity
 from autoprune.latency.lut import LatencyTable, lut_path, profile_lut, read_lut
 from autoprune.latency.merge import merge_profiles
 from autoprune.latency.profile import (

@@ -42,9 +42,9 @@ from torch.utils.data import Dataset
 from autoprune import training
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGroup, Widths
+from autoprune.search.allocation import greedy_path
 from autoprune.search.gates import GatedNetwork
 from autoprune.search.space import WidthSpace
-from autoprune.search.strategies.knapsack import greedy_path
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def test_a_load_that_moves_absolute_timings_30_percent_still_yields_a_network(
     chosen = _chosen(summary)
     assert chosen["margin"] < 0.05  # judged on absolute timings it would have needed ~60 %
     assert chosen["repeats"] >= 3 and not chosen["last_resort"]
-    # (tests/latency/test_compare.py shows the same double's absolute timings spread beyond the tolerance)
+    # (tests/latency/test_interleaved.py shows the same double's absolute timings spread beyond the tolerance)
 
 
 @pytest.mark.slow

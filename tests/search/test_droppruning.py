@@ -175,7 +175,7 @@ def test_trials_are_seeds_of_the_schedule_and_the_finalist_is_pruned_to_the_tria
 ) -> None:
     from test_strategies import BUDGET, SCORES, SPACE, latency
 
-    from autoprune.search.strategies.knapsack import kept_importance, ladder
+    from autoprune.search.allocation import kept_importance, ladder
 
     candidates, study = _strategy_run(tmp_path, trials=2, steps=2, p_in=0.3)
     target, _ = ladder(SPACE, kept_importance(SPACE, SCORES), latency, budget_ms=BUDGET)[0]

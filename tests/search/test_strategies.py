@@ -334,7 +334,7 @@ def test_knapsack_keeps_more_importance_than_uniform_at_the_same_budget(tmp_path
 
 
 def test_knapsack_prunes_the_cheap_unimportant_group_first() -> None:
-    from autoprune.search.strategies.knapsack import greedy_path, kept_importance
+    from autoprune.search.allocation import greedy_path, kept_importance
 
     scores = {g.name: torch.ones(g.channels) for g in GROUPS}
     scores["c"] = torch.full((64,), 100.0)  # c is important everywhere...

@@ -23,9 +23,9 @@ from torch.utils.data import Dataset
 from autoprune import training
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths, keep_top
+from autoprune.search.allocation import greedy_path, kept_importance
 from autoprune.search.gates._gated import GatedNetwork
 from autoprune.search.space import WidthSpace
-from autoprune.search.strategies.knapsack import greedy_path, kept_importance
 
 LatencyOfFractions = Callable[[Tensor], Tensor]
 """Latency (ms) of kept fractions per group (..., groups), differentiable (``predict_fractions``)."""

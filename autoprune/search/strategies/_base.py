@@ -193,7 +193,7 @@ class SearchStrategy(ABC):
 
 
 _BUILTIN = {
-    "optuna": "autoprune.search.strategies.optuna_tpe",
+    "optuna": "autoprune.search.strategies.optuna",
     "flops": "autoprune.search.strategies.flops",
     "knapsack": "autoprune.search.strategies.knapsack",
     "uniform": "autoprune.search.strategies.uniform",

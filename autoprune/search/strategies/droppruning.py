@@ -28,6 +28,7 @@ import torch
 
 from autoprune import training
 from autoprune.errors import BudgetError, ConfigError
+from autoprune.search.allocation import kept_importance, ladder
 from autoprune.search.droppruning import DropSettings, drop_prune
 from autoprune.search.gates import GatedNetwork
 from autoprune.search.strategies._base import (
@@ -37,7 +38,6 @@ from autoprune.search.strategies._base import (
     StrategyOption,
     register_strategy,
 )
-from autoprune.search.strategies.knapsack import kept_importance, ladder
 from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
 
 

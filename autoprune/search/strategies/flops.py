@@ -13,7 +13,7 @@ import optuna
 
 from autoprune.graph import Widths
 from autoprune.search.strategies._base import SearchProblem, register_strategy
-from autoprune.search.strategies.optuna_tpe import OptunaStrategy
+from autoprune.search.strategies.optuna import OptunaStrategy
 from autoprune.search.strategies.uniform import widest_uniform_by_measurement
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import optuna
 
 from autoprune.errors import BudgetError, ConfigError
+from autoprune.search.allocation import ladder
 from autoprune.search.halp import HalpSettings, halp_prune, kept_value
 from autoprune.search.strategies._base import (
     FALLBACKS,
@@ -36,7 +37,6 @@ from autoprune.search.strategies._base import (
     StrategyOption,
     register_strategy,
 )
-from autoprune.search.strategies.knapsack import ladder
 from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from autoprune.config import ProtocolConfig
 from autoprune.latency import Timing, time_interleaved
 from autoprune.latency.backends import Session
-from autoprune.latency.compare import MAX_REPEATS, central_spread
+from autoprune.latency.interleaved import MAX_REPEATS, central_spread
 
 FAST = ProtocolConfig(warmup_ms=0.0, iterations=2, min_round_ms=0.0, rounds=3, max_remeasures=0)
 
