@@ -35,7 +35,7 @@ from autoprune.latency import Timing
 from autoprune.models import create_model
 from autoprune.prune import load_pruned, prune_model, save_pruned
 from autoprune.rundir import hold_run_dir, release_run_dir
-from autoprune.search import fail_orphaned_trials, measured_once
+from autoprune.search import fail_dead_claims, measured_once
 
 TRIALS = 3
 
@@ -231,9 +231,9 @@ def test_a_killed_runs_trial_is_failed_and_a_temporary_file_it_left_is_removed(t
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     study.tell(study.ask(), 1.0)
     study.ask()  # left RUNNING, as by a process killed inside the trial
-    assert fail_orphaned_trials(study) == [1]
+    assert fail_dead_claims(study, owned=True) == [1]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert fail_orphaned_trials(study) == []
+    assert fail_dead_claims(study, owned=True) == []
     dead = subprocess.Popen(["true"])
     dead.wait()
     host = socket.gethostname().replace(".", "_").replace("-", "_")

@@ -17,6 +17,14 @@ import torch
 from autoprune import training
 from autoprune._console import Reporter
 from autoprune._io import atomic_write, write_json
+from autoprune.adapt.stamp import (
+    StampSettings,
+    adapt_mask,
+    fit_classifier,
+    meta_train,
+    new_generator,
+    replace_classifier,
+)
 from autoprune.api._bound import bind
 from autoprune.config import MEASURE_SECONDS, AdaptConfig
 from autoprune.data import load_dataset
@@ -33,14 +41,6 @@ from autoprune.search import (
     check_budget,
     reference_scale,
     select_by_measurement,
-)
-from autoprune.search.stamp import (
-    StampSettings,
-    adapt_mask,
-    fit_classifier,
-    meta_train,
-    new_generator,
-    replace_classifier,
 )
 
 _SILENT = Reporter()

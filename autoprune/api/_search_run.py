@@ -35,7 +35,7 @@ from autoprune.search import (
     channel_scores,
     check_budget,
     check_storage,
-    fail_orphaned_trials,
+    fail_dead_claims,
     get_criterion,
     load_start,
     open_study,
@@ -228,9 +228,9 @@ def open_search(
         pruner=settings.pruner,
     )  # fmt: skip
     if storage is None:  # the run directory's own study, which hold_run_dir keeps from other processes
-        orphans = fail_orphaned_trials(opt_study)
+        orphans = fail_dead_claims(opt_study, owned=True)
         if orphans:
-            reporter.log(f"trials {orphans} were left running by a killed search: marked failed, replaced")
+            reporter.log(f"trials {orphans} were left running by a killed search: marked failed, trained again")
     # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
     # now converts them to the device's conditions now, in which the budget and the finalists are.
     with study_lock(opt_study):  # the first of several workers records it; the others read it

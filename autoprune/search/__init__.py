@@ -21,7 +21,7 @@ from autoprune.search.criteria import (
     register_criterion,
 )
 from autoprune.search.finalists import Measured, Selection, corrected_order, select_by_measurement
-from autoprune.search.resume import fail_orphaned_trials, measured_once
+from autoprune.search.resume import measured_once
 from autoprune.search.run import run_strategy
 from autoprune.search.space import WidthSpace, space_for
 from autoprune.search.strategies import (
@@ -49,7 +49,7 @@ from autoprune.search.study import (
     save_start,
     trial_widths,
 )
-from autoprune.search.workers import StudyFull, claim, release_storage, study_lock
+from autoprune.search.workers import StudyFull, claim, fail_dead_claims, release_storage, study_lock
 
 __all__ = [
     "Candidate",
@@ -71,7 +71,7 @@ __all__ = [
     "check_storage",
     "claim",
     "corrected_order",
-    "fail_orphaned_trials",
+    "fail_dead_claims",
     "finished",
     "get_criterion",
     "get_strategy",

@@ -76,3 +76,47 @@ def ladder(
         if hit is not None and all(w != hit[0] for w, _ in out):
             out.append(hit)
     return out
+
+
+def gate_widths(
+    space: WidthSpace,
+    scores: Mapping[str, Tensor],
+    counts: Mapping[str, int],
+    *,
+    predict_ms: Callable[[Widths], float],
+    budget_ms: float,
+) -> Widths:
+    """The gates' network on the grid: each group's open-channel count rounded to its nearest allowed
+    width; then, greedily by gate probability per ms (``gate_value``), stepped down the grid while it is
+    predicted over the budget, or up while a step still fits: rounding a coarse grid can land far from
+    the budget either way."""
+    widths = {}
+    for g in space.groups:
+        choices = space.choices(g)
+        widths[g.name] = min(choices, key=lambda w: (abs(w - counts[g.name]), w))
+    value = gate_value(space, scores)
+    widths, now = greedy_path(space, value, predict_ms, stop_ms=budget_ms, start=widths)[-1]
+    while now <= budget_ms:
+        best: tuple[float, Widths, float] | None = None
+        for g in space.groups:
+            choices = space.choices(g)
+            i = choices.index(widths[g.name])
+            if i + 1 == len(choices):
+                continue
+            step = {**widths, g.name: choices[i + 1]}
+            after = float(predict_ms(step))
+            if after > budget_ms:
+                continue
+            gain = (value[g.name][choices[i + 1]] - value[g.name][choices[i]]) / max(after - now, 1e-9)
+            if best is None or gain > best[0]:
+                best = (gain, step, after)
+        if best is None:
+            break
+        _, widths, now = best
+    return widths
+
+
+def gate_value(space: WidthSpace, scores: Mapping[str, Tensor]) -> dict[str, dict[int, float]]:
+    """Per group and allowed width, the gate probability (sigmoid of the score) its channels keep: what
+    a step down the grid loses (``kept_importance``)."""
+    return kept_importance(space, {k: torch.sigmoid(v) for k, v in scores.items()})

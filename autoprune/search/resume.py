@@ -1,5 +1,5 @@
-"""What a search killed mid-run leaves behind, made safe to resume: the trial it was training, and the
-finalists it had measured."""
+"""The finalists a search killed mid-run had measured, kept so that a rerun measures none twice (the
+trial it was training is failed and retried by ``workers.fail_dead_claims``)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
-
 from autoprune._io import write_json
 from autoprune.graph import Widths
 from autoprune.latency import Timing
 
 Timer = Callable[[list[Widths]], list[Timing]]
-
-
-def fail_orphaned_trials(study: optuna.Study) -> list[int]:
-    """Mark the study's RUNNING trials FAIL and return their numbers. Only for a study no other live
-    process uses (the run directory's own, under ``hold_run_dir``): every RUNNING trial then belongs to
-    a process that died. A failed trial counts for nothing, so the strategy trains a replacement; left
-    RUNNING it would wait for the heartbeat's grace period (a shared study relies on that)."""
-    storage = study._storage
-    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in orphans:
-        storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-    return [t.number for t in orphans]
 
 
 def measured_once(timer: Timer, path: Path) -> Timer:

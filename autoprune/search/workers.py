@@ -275,23 +275,26 @@ def _dead_trial(t: FrozenTrial) -> bool:
     return number == str(t.number) and _dead(worker)
 
 
-def fail_dead_claims(study: optuna.Study) -> int:
-    """Fail the running trials of workers that died (on this machine: at once; elsewhere, RDB storages: by
-    the heartbeat), and retry once those that had claimed a network; returns how many were failed here."""
-    failed = 0
+def fail_dead_claims(study: optuna.Study, *, owned: bool = False) -> list[int]:
+    """Fail the running trials of workers that died, and retry once those that had claimed a network (a
+    proposal is just redone); returns the numbers failed here. A worker on this machine is judged at once
+    (its process is gone), one elsewhere by the heartbeat (RDB storages). ``owned``: the study is this
+    process's alone (the run directory's own, which ``hold_run_dir`` keeps from other processes), so every
+    running trial was left by a process that died, whether or not it recorded its worker."""
+    failed: list[int] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # a no-op without a heartbeat
     with study_lock(study):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not _dead_trial(t):
+            if not (owned or _dead_trial(t)):
                 continue
             try:
                 study.tell(t.number, state=TrialState.FAIL)
             except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
                 continue  # finished meanwhile
-            failed += 1
-            if _holds_claim(t):  # it was training a network: train it again (a proposal is just redone)
+            failed.append(t.number)
+            if _holds_claim(t):  # it was training a network: train it again
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     RetryHeartbeatStaleTrialCallback(max_retry=1)(study, t)

@@ -17,7 +17,8 @@ from autoprune import training
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGraph, keep_top
 from autoprune.search import get_strategy, load_start, open_study, run_strategy
-from autoprune.search.droppruning import (
+from autoprune.search.gating import GatedNetwork
+from autoprune.search.strategies.droppruning._schedule import (
     DropResult,
     DropSettings,
     cubic_schedule,
@@ -25,7 +26,6 @@ from autoprune.search.droppruning import (
     drop_out,
     drop_prune,
 )
-from autoprune.search.gates import GatedNetwork
 
 DATA = tiny_data(64)
 TARGET = {"a": 8, "b": 16, "c": 24, "d": 8, "e": 16, "f": 16}

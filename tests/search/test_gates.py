@@ -19,15 +19,9 @@ from autoprune.models import create_model
 from autoprune.predictor import LPNetPredictor
 from autoprune.predictor.features import Features, layers_of
 from autoprune.search import WidthSpace
-from autoprune.search.gates import (
-    GatedNetwork,
-    GateResult,
-    GateSettings,
-    gate_widths,
-    latency_loss,
-    straight_through,
-    train_gates,
-)
+from autoprune.search.allocation import gate_widths
+from autoprune.search.gating import GatedNetwork, latency_loss, straight_through
+from autoprune.search.strategies.gates._train import GateResult, GateSettings, train_gates
 
 WEIGHT = torch.tensor([0.2, 0.5, 1.0, 0.1, 0.3, 0.6])  # ms per kept fraction of groups a..f
 

@@ -19,7 +19,13 @@ from autoprune.cli import build_parser, main
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.search import Candidate, get_strategy, load_start, open_study, run_strategy, strategy_class
-from autoprune.search.playprune import GameState, Pruner, RateSettings, controller_update, within_tolerance
+from autoprune.search.strategies.playprune._game import (
+    GameState,
+    Pruner,
+    RateSettings,
+    controller_update,
+    within_tolerance,
+)
 
 DENSE = accuracy(SPACE.dense())
 

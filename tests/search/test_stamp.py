@@ -13,16 +13,7 @@ from tiny_net import EXAMPLE, Tiny, tiny_data
 from torch import Tensor
 
 from autoprune import training
-from autoprune.config import AdaptConfig
-from autoprune.data import load_dataset
-from autoprune.errors import ConfigError
-from autoprune.graph import ChannelGraph, keep_top
-from autoprune.predictor import LPNetPredictor
-from autoprune.predictor.features import Features, layers_of
-from autoprune.prune import calibration_batches, prune_model, recalibrate_bn
-from autoprune.search import WidthSpace, channel_scores
-from autoprune.search.gates import GatedNetwork, latency_loss
-from autoprune.search.stamp import (
+from autoprune.adapt.stamp import (
     MaskGenerator,
     SetEncoder,
     StampSettings,
@@ -34,6 +25,15 @@ from autoprune.search.stamp import (
     replace_classifier,
     subset_by_classes,
 )
+from autoprune.config import AdaptConfig
+from autoprune.data import load_dataset
+from autoprune.errors import ConfigError
+from autoprune.graph import ChannelGraph, keep_top
+from autoprune.predictor import LPNetPredictor
+from autoprune.predictor.features import Features, layers_of
+from autoprune.prune import calibration_batches, prune_model, recalibrate_bn
+from autoprune.search import WidthSpace, channel_scores
+from autoprune.search.gating import GatedNetwork, latency_loss
 
 WEIGHT = torch.tensor([0.2, 0.5, 1.0, 0.1, 0.3, 0.6])  # ms per kept fraction of groups a..f
 

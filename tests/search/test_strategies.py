@@ -521,7 +521,7 @@ def test_halp_importance_is_taylor_of_the_coupled_layers_re_estimated_at_every_s
     import torch.nn.functional as F
 
     from autoprune.graph import ChannelGraph
-    from autoprune.search.halp import HalpSettings, TaylorMasks, halp_prune
+    from autoprune.search.strategies.halp._prune import HalpSettings, TaylorMasks, halp_prune
 
     torch.manual_seed(0)
     net = Tiny(residual=True)  # e and f couple: one group "e" over e, e_bn, f, f_bn

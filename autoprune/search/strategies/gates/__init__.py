@@ -1,5 +1,5 @@
 """``gates``: W-Gates. Each trial trains the network jointly with weight-dependent gates under the
-differentiable predictor's latency loss (``autoprune.search.gates``): which filters to keep and how many per
+differentiable predictor's latency loss (``gates._train``): which filters to keep and how many per
 group are learnt by gradient. The gates' network is rounded to the width grid (the highest-scored
 channels kept, stepped down the grid if the rounding is predicted over the budget) and its validation
 accuracy, pruned from the jointly trained weights with BatchNorm recalibrated, is the trial's value.
@@ -24,7 +24,6 @@ from collections.abc import Callable
 import optuna
 
 from autoprune.errors import ConfigError
-from autoprune.search.gates import GateSettings, train_gates
 from autoprune.search.strategies._base import (
     FALLBACKS,
     DenseNetwork,
@@ -33,6 +32,7 @@ from autoprune.search.strategies._base import (
     StudySettings,
     register_strategy,
 )
+from autoprune.search.strategies.gates._train import GateSettings, train_gates
 from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
 from autoprune.search.workers import study_lock
 

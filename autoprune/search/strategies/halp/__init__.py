@@ -1,8 +1,8 @@
 """``halp``: HALP (Shen et al., NeurIPS 2022) as HALP. One fine-tune of the network (``--finetune-epochs``)
 prunes it progressively: ``--halp-steps`` (10) times, evenly over the first ``--halp-prune-fraction``
 (0.5) of its batches, the channels' Taylor importance averaged over the batches since the last step is
-traded against the predictor's latency by ``knapsack``'s greedy solver, down to a target that falls
-geometrically from the dense network's predicted latency to the budget (``autoprune.search.halp``);
+traded against the predictor's latency by ``search.allocation``.s greedy solver, down to a target that falls
+geometrically from the dense network's predicted latency to the budget (``halp._prune``);
 pruned channels are masked and never return. The rest of the fine-tune recovers the pruned network.
 
 Unlike ``knapsack``, which prunes once by the criterion's scores on the dense network before any
@@ -29,7 +29,6 @@ import optuna
 
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.search.allocation import ladder
-from autoprune.search.halp import HalpSettings, halp_prune, kept_value
 from autoprune.search.strategies._base import (
     FALLBACKS,
     SearchProblem,
@@ -37,6 +36,7 @@ from autoprune.search.strategies._base import (
     StrategyOption,
     register_strategy,
 )
+from autoprune.search.strategies.halp._prune import HalpSettings, halp_prune, kept_value
 from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
 
 

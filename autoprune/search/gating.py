@@ -281,3 +281,14 @@ def _filter_rows(m: _Member) -> Tensor | None:
         return None
     rows = weight.reshape(m.channels, -1)[m.idxs]
     return torch.zeros_like(rows).index_copy(0, m.root, rows)
+
+
+LatencyOfFractions = Callable[[Tensor], Tensor]
+"""Latency (ms) of kept fractions per group (..., groups), differentiable (``predict_fractions``)."""
+
+
+def latency_loss(latency_ms: Tensor, budget_ms: float, *, weight: float, pull: float = 0.0) -> Tensor:
+    """weight · (max(0, L̂ − B) + pull · max(0, B − L̂)) / B."""
+    over = torch.relu(latency_ms - budget_ms)
+    under = torch.relu(budget_ms - latency_ms)
+    return weight * (over + pull * under) / budget_ms

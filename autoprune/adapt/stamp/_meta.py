@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from autoprune.adapt.stamp._generator import MaskGenerator
 from autoprune.errors import ConfigError, DataError
 from autoprune.graph import Widths, keep_top
-from autoprune.search.gates import GatedNetwork, LatencyOfFractions, gate_widths, latency_loss
+from autoprune.search.allocation import gate_widths
+from autoprune.search.gating import GatedNetwork, LatencyOfFractions, latency_loss
 from autoprune.search.space import WidthSpace
-from autoprune.search.stamp._generator import MaskGenerator
 
 Step = Callable[[int, int], None]
 BATCH_STATS = True

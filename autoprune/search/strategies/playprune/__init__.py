@@ -1,7 +1,7 @@
 """``playprune``: Play and Prune (seed 004), the fastest network within an accuracy tolerance
 (``--max-accuracy-drop P``: percentage points of validation top-1 below the dense network).
 
-From the dense network, the game (``autoprune.search.playprune``) alternates a pruning step (remove a
+From the dense network, the game (``playprune._game``) alternates a pruning step (remove a
 fraction ``rate`` of the kept channels, least important per ms first, on the width grid) with a
 fine-tune of the masked network (``GatedNetwork.fix``: the network's code untouched, pruned channels
 exactly zero) of ``--finetune-epochs`` from the last accepted weights, then scores the network, pruned
@@ -35,13 +35,19 @@ from autoprune import training
 from autoprune.config import SearchConfig
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import Widths, keep_top
-from autoprune.search.gates import GatedNetwork
-from autoprune.search.playprune import GameState, Pruner, RateSettings, controller_update, within_tolerance
+from autoprune.search.gating import GatedNetwork
 from autoprune.search.strategies._base import (
     SearchProblem,
     SearchStrategy,
     StrategyOption,
     register_strategy,
+)
+from autoprune.search.strategies.playprune._game import (
+    GameState,
+    Pruner,
+    RateSettings,
+    controller_update,
+    within_tolerance,
 )
 from autoprune.search.study import Candidate, load_start, save_start, trained
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGroup, Widths
-from autoprune.search.gates import GatedNetwork
+from autoprune.search.gating import GatedNetwork
 
 
 @dataclass(frozen=True)

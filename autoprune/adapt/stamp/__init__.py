@@ -5,8 +5,8 @@ budget, before any fine-tune (``autoprune adapt``)."""
 
 from __future__ import annotations
 
-from autoprune.search.stamp._generator import MaskGenerator, SetEncoder
-from autoprune.search.stamp._meta import (
+from autoprune.adapt.stamp._generator import MaskGenerator, SetEncoder
+from autoprune.adapt.stamp._meta import (
     AdaptedMask,
     StampSettings,
     adapt_mask,

@@ -1,9 +1,9 @@
 """``droppruning``: Drop Pruning (seed 003) at channel level. Each trial prunes the network iteratively
 from dense to the target widths, fine-tuning between steps, and at each step drops out channels sampled
 among the least important (``--drop-out`` p_out) and drops in pruned ones, restored from the dense
-weights (``--drop-in`` p_in); ``autoprune.search.droppruning`` has the schedule.
+weights (``--drop-in`` p_in); ``droppruning._schedule`` has the schedule.
 
-The target widths are what the budget allows, by ``knapsack``'s allocation: its greedy ladder on the
+The target widths are what the budget allows, by ``search.allocation.ladder`` (as ``knapsack``) on the
 problem's criterion scores, the widest network on it predicted within the budget (it keeps more
 importance than a uniform one). Every trial has the same target; trials differ in the seed of the
 stochastic drops (``--trials`` counts them, seeds 0, 1, ...), the trial's value is the validation
@@ -29,8 +29,7 @@ import torch
 from autoprune import training
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.search.allocation import kept_importance, ladder
-from autoprune.search.droppruning import DropSettings, drop_prune
-from autoprune.search.gates import GatedNetwork
+from autoprune.search.gating import GatedNetwork
 from autoprune.search.strategies._base import (
     FALLBACKS,
     SearchProblem,
@@ -38,6 +37,7 @@ from autoprune.search.strategies._base import (
     StrategyOption,
     register_strategy,
 )
+from autoprune.search.strategies.droppruning._schedule import DropSettings, drop_prune
 from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
 
 

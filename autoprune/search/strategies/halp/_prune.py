@@ -9,7 +9,7 @@ takes ``steps`` pruning steps. Step k:
    group's coupled layers (a convolution's filter and bias, a norm layer's scale and shift; a residual
    group's layers together), per batch, averaged over the batches trained since step k − 1
    (``TaylorMasks``: the gradient of a 0/1 channel mask is exactly that sum);
-2. knapsack: from the current widths, ``knapsack.greedy_path`` steps groups down the width grid, the
+2. knapsack: from the current widths, ``allocation.greedy_path`` steps groups down the width grid, the
    step losing the least importance (the sum of the channels it drops, best channels kept) per
    millisecond the latency predictor says it saves, until the prediction is within step k's target;
 3. each group keeps its most important channels; the others are masked for the rest of the training
@@ -25,7 +25,7 @@ network does.
 Unlike the paper: widths are on the search's grid (the profile's rounding), latency comes from the
 search's predictor (a lookup-table sum only when that is the predictor), importance is raw |Σ g·w|
 (the paper squares it), not normalised per group, and the paper's augmented knapsack solver is
-``knapsack``'s greedy one.
+the greedy one of ``search.allocation``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from autoprune import training
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGroup, Widths
 from autoprune.search.allocation import greedy_path
-from autoprune.search.gates import GatedNetwork
+from autoprune.search.gating import GatedNetwork
 from autoprune.search.space import WidthSpace
 
 

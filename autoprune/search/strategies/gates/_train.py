@@ -12,7 +12,6 @@ the grid and fixed, and the remaining steps train its weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,12 +22,9 @@ from torch.utils.data import Dataset
 from autoprune import training
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths, keep_top
-from autoprune.search.allocation import greedy_path, kept_importance
-from autoprune.search.gates._gated import GatedNetwork
+from autoprune.search.allocation import gate_widths
+from autoprune.search.gating import GatedNetwork, LatencyOfFractions, latency_loss
 from autoprune.search.space import WidthSpace
-
-LatencyOfFractions = Callable[[Tensor], Tensor]
-"""Latency (ms) of kept fractions per group (..., groups), differentiable (``predict_fractions``)."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +49,6 @@ class GateSettings:
             raise ConfigError(f"gate warm-up and settle are fractions of the steps: {self}")
         if not 0 < self.min_ratio <= 1:
             raise ConfigError(f"the gates' minimum ratio must be in (0, 1], got {self.min_ratio}")
-
-
-def latency_loss(latency_ms: Tensor, budget_ms: float, *, weight: float, pull: float = 0.0) -> Tensor:
-    """weight · (max(0, L̂ − B) + pull · max(0, B − L̂)) / B."""
-    over = torch.relu(latency_ms - budget_ms)
-    under = torch.relu(budget_ms - latency_ms)
-    return weight * (over + pull * under) / budget_ms
 
 
 @dataclass
@@ -157,47 +146,3 @@ def train_gates(
     return GateResult(
         net.eval(), chosen["widths"], chosen["scores"], chosen["counts"], chosen["latency_ms"], trace
     )
-
-
-def gate_widths(
-    space: WidthSpace,
-    scores: Mapping[str, Tensor],
-    counts: Mapping[str, int],
-    *,
-    predict_ms: Callable[[Widths], float],
-    budget_ms: float,
-) -> Widths:
-    """The gates' network on the grid: each group's open-channel count rounded to its nearest allowed
-    width; then, greedily by gate probability per ms (``gate_value``), stepped down the grid while it is
-    predicted over the budget, or up while a step still fits: rounding a coarse grid can land far from
-    the budget either way."""
-    widths = {}
-    for g in space.groups:
-        choices = space.choices(g)
-        widths[g.name] = min(choices, key=lambda w: (abs(w - counts[g.name]), w))
-    value = gate_value(space, scores)
-    widths, now = greedy_path(space, value, predict_ms, stop_ms=budget_ms, start=widths)[-1]
-    while now <= budget_ms:
-        best: tuple[float, Widths, float] | None = None
-        for g in space.groups:
-            choices = space.choices(g)
-            i = choices.index(widths[g.name])
-            if i + 1 == len(choices):
-                continue
-            step = {**widths, g.name: choices[i + 1]}
-            after = float(predict_ms(step))
-            if after > budget_ms:
-                continue
-            gain = (value[g.name][choices[i + 1]] - value[g.name][choices[i]]) / max(after - now, 1e-9)
-            if best is None or gain > best[0]:
-                best = (gain, step, after)
-        if best is None:
-            break
-        _, widths, now = best
-    return widths
-
-
-def gate_value(space: WidthSpace, scores: Mapping[str, Tensor]) -> dict[str, dict[int, float]]:
-    """Per group and allowed width, the gate probability (sigmoid of the score) its channels keep: what
-    a step down the grid loses (``knapsack.kept_importance``)."""
-    return kept_importance(space, {k: torch.sigmoid(v) for k, v in scores.items()})
