@@ -21,6 +21,9 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autoprune.export import list_formats
+    from autoprune.latency.backends import list_backends
+
     parser = argparse.ArgumentParser(
         prog="autoprune",
         description="Prune a trained CNN to a latency budget measured on your device: profile, fit, search, "
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-classes", type=int, help="classifier outputs (default: from the checkpoint, else 10)"
     )
     p.add_argument("--input-shape", type=_shape, default=(1, 3, 32, 32), help="BxCxHxW, e.g. 1x3x32x32")
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt")
+    p.add_argument("--backend", default="onnxruntime", help=" | ".join(list_backends()))
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: the backend's: cpu, tensorrt on GPU 0)")
     p.add_argument("--precision", help="fp32 | fp16 | int8 (int8: tensorrt only; default fp32)")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (default 1)")
@@ -299,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a pruned network")
     p.add_argument("source", help="a run directory or its pruned.pt")
-    p.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"])
+    p.add_argument("--format", default="onnx", choices=list_formats(), help="default: onnx")
     p.add_argument(
         "--out", help="file to write (default: model.onnx or model.<precision>.engine beside pruned.pt)"
     )

@@ -6,9 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 from torch import nn
 
-from autoprune.latency.backends import LatencyBackend, Session
+from autoprune.latency.backends import BACKENDS, LatencyBackend, Session
+
+
+def use_backend(mp: pytest.MonkeyPatch, name: str, target: str) -> None:
+    """Register the backend ``target`` ("doubles:Class") as ``name`` until ``mp`` is undone."""
+    mp.setitem(BACKENDS._targets, name, target)
+    mp.delitem(BACKENDS._classes, name, raising=False)
 
 
 class _ParamSession(Session):

@@ -230,7 +230,9 @@ def open_search(
     if storage is None:  # the run directory's own study, which hold_run_dir keeps from other processes
         orphans = fail_dead_claims(opt_study, owned=True)
         if orphans:
-            reporter.log(f"trials {orphans} were left running by a killed search: marked failed, trained again")
+            reporter.log(
+                f"trials {orphans} were left running by a killed search: marked failed, to train again"
+            )
     # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
     # now converts them to the device's conditions now, in which the budget and the finalists are.
     with study_lock(opt_study):  # the first of several workers records it; the others read it

@@ -11,7 +11,9 @@ from torch import nn
 
 from autoprune._io import atomic_path
 from autoprune.errors import ExportError
+from autoprune.export._base import ExportFormat, ExportOptions
 from autoprune.latency._onnx import export_onnx_bytes
+from autoprune.prune import PrunedModel
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,14 @@ def _compare(data: bytes, x: torch.Tensor, expected: np.ndarray) -> float | str:
     if got.shape != expected.shape:
         return f"output of shape {got.shape}, torch's is {expected.shape}"
     return float(np.abs(got - expected).max())
+
+
+class OnnxFormat(ExportFormat):
+    name = "onnx"
+    help = "ONNX with a dynamic batch axis, parity-checked in onnxruntime"
+
+    def default_path(self, pruned: PrunedModel, pruned_file: Path, options: ExportOptions) -> Path:
+        return pruned_file.with_name("model.onnx")
+
+    def export(self, pruned: PrunedModel, path: Path, options: ExportOptions) -> OnnxExport:
+        return export_onnx(pruned.module, pruned.input_shape, path)

@@ -3,15 +3,15 @@ ensemble, differentiable in the widths) and the baselines it is compared against
 
 from __future__ import annotations
 
-# Registration order is predictor_kinds()'s order: LPNet first.
-# isort: off
-from autoprune.predictor import lpnet as _lpnet  # noqa: F401
-from autoprune.predictor import baselines as _baselines  # noqa: F401
-
-# isort: on
 from autoprune.predictor._for_profile import features_for_profile
 from autoprune.predictor.active import ActiveAcquirer, acquisition_scores, active_curve
-from autoprune.predictor.base import LatencyPredictor, make_predictor, predictor_class, predictor_kinds
+from autoprune.predictor.base import (
+    PREDICTORS,
+    LatencyPredictor,
+    make_predictor,
+    predictor_class,
+    predictor_kinds,
+)
 from autoprune.predictor.evaluate import COVERAGE_LEVELS, Choice, Comparison, choose, compare
 from autoprune.predictor.features import Features, layers_of
 from autoprune.predictor.lpnet import LPNet, LPNetPredictor, split_rows
@@ -19,6 +19,7 @@ from autoprune.predictor.metrics import latency_metrics
 
 __all__ = [
     "COVERAGE_LEVELS",
+    "PREDICTORS",
     "ActiveAcquirer",
     "Choice",
     "Comparison",

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from autoprune import __version__
 from autoprune._io import atomic_write
+from autoprune._registry import Registry
 from autoprune.errors import BindingError, ConfigError, ProfileError
 from autoprune.graph import ChannelGroup
 from autoprune.latency import Profile, difference, mismatch
@@ -44,23 +45,35 @@ CALIBRATION_FOLDS = 10
 # What a predictor records of its profile, and so is bound to (check_device, check_model, space_for).
 _BOUND_KEYS = ("model", "num_classes", "input_shape", "batch_size", "backend", "precision",
                "backend_settings", "device", "protocol", "sampling")  # fmt: skip
-_REGISTRY: dict[str, type[LatencyPredictor]] = {}
+_P = "autoprune.predictor"
+PREDICTORS: Registry[LatencyPredictor] = Registry(
+    "predictor",
+    {
+        "lpnet": f"{_P}.lpnet:LPNetPredictor",
+        "flops": f"{_P}.baselines:FlopsInterpolation",
+        "lut": f"{_P}.baselines:LutSum",
+        "lut_linear": f"{_P}.baselines:LutLinear",
+        "gb": f"{_P}.baselines:GradientBoosting",
+        "rf": f"{_P}.baselines:RandomForest",
+        "ridge": f"{_P}.baselines:Ridge",
+    },
+    key="kind",
+    ordered=True,  # predictor_kinds()'s order, the comparison tables' too: LPNet first
+)
 P = TypeVar("P", bound="LatencyPredictor")
 
 
 def register(cls: type[P]) -> type[P]:
-    _REGISTRY[cls.kind] = cls
-    return cls
+    """Class decorator: make ``cls`` available as ``make_predictor(cls.kind, ...)``."""
+    return PREDICTORS.register(cls)
 
 
 def predictor_kinds() -> list[str]:
-    return list(_REGISTRY)
+    return PREDICTORS.names()
 
 
 def predictor_class(kind: str) -> type[LatencyPredictor]:
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown predictor '{kind}': use one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[kind]
+    return PREDICTORS.get(kind)
 
 
 def make_predictor(kind: str, features: Features, **options: Any) -> LatencyPredictor:
@@ -70,10 +83,7 @@ def make_predictor(kind: str, features: Features, **options: Any) -> LatencyPred
         raise ConfigError(
             f"predictor '{kind}' needs the profile's lookup table: run autoprune profile ... --lut first"
         )
-    try:
-        return cls(features, **options)
-    except TypeError as exc:
-        raise ConfigError(f"predictor '{kind}' does not take these options: {sorted(options)}") from exc
+    return PREDICTORS.create(kind, features, **options)
 
 
 class LatencyPredictor(ABC):
@@ -241,7 +251,7 @@ class LatencyPredictor(ABC):
             payload = torch.load(path, map_location="cpu", weights_only=True)
             if payload.get("format") != FORMAT:
                 raise ValueError(f"format {payload.get('format')}")
-            predictor = _REGISTRY[payload["kind"]](
+            predictor = predictor_class(payload["kind"])(
                 Features.from_state(payload["features"]), **payload["options"]
             )
             predictor._load_state(payload["state"])
@@ -259,4 +269,11 @@ def _conformal_rank(n: int, confidence: float) -> int:
     return math.ceil((n + 1) * confidence - 1e-9)  # the tolerance: (19 + 1) * 0.95 is 19.000000000000004
 
 
-__all__ = ["LatencyPredictor", "make_predictor", "predictor_class", "predictor_kinds", "register"]
+__all__ = [
+    "PREDICTORS",
+    "LatencyPredictor",
+    "make_predictor",
+    "predictor_class",
+    "predictor_kinds",
+    "register",
+]

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from doubles import use_backend
 
 from autoprune import api
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig
-from autoprune.latency import backends
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def exact_run(
     """The tiny run's dense network, profiled and fit on the ``counting`` double instead of a device."""
     root = tmp_path_factory.mktemp("exact_run")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(backends._BACKENDS, "counting", "doubles:CountingBackend")
+        use_backend(mp, "counting", "doubles:CountingBackend")
         protocol = ProtocolConfig(warmup_ms=0.0, iterations=2, min_round_ms=0.0, rounds=1)
         api.profile("resnet20", out=root / "profile.parquet", checkpoint=tiny_run["checkpoint"],
                     backend="counting", sampling=SamplingConfig(samples=24), protocol=protocol)  # fmt: skip

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
+from doubles import use_backend
 
 from autoprune import api
 from autoprune.config import SearchConfig
 from autoprune.errors import BudgetError
-from autoprune.latency import backends
 from autoprune.predictor import LatencyPredictor
 
 QUICK = {"trials": 3, "finetune_epochs": 0.05, "final_epochs": 0.05, "calibration_batches": 2}
@@ -39,7 +39,7 @@ def test_a_device_uniformly_6_percent_slower_than_profiled_meets_a_budget_in_ms(
 ) -> None:
     """A budget in ms refers to the device when quiet (the profile's reference): the finalists' ratios
     convert with it, and the host's slowdown is reported beside the result, not charged to it."""
-    monkeypatch.setitem(backends._BACKENDS, "counting", "doubles:SixPercentSlowerBackend")
+    use_backend(monkeypatch, "counting", "doubles:SixPercentSlowerBackend")
     quiet_ms = LatencyPredictor.load(exact_run["predictor"]).meta["reference_ms"]
     summary = _search(exact_run, tmp_path / "run", budget_ms=0.7 * quiet_ms)
     chosen = _chosen(summary)
@@ -55,7 +55,7 @@ def test_a_load_that_moves_absolute_timings_30_percent_still_yields_a_network(
 ) -> None:
     """Absolute timings vary by up to ±30 % from round to round; the ratio to the dense network beside
     stays within ±1 %, so the finalists' margins stay near the protocol's tolerance and one is accepted."""
-    monkeypatch.setitem(backends._BACKENDS, "counting", "doubles:BusyBackend")
+    use_backend(monkeypatch, "counting", "doubles:BusyBackend")
     summary = _search(exact_run, tmp_path / "run", budget_ratio=0.6)
     chosen = _chosen(summary)
     assert chosen["margin"] < 0.05  # judged on absolute timings it would have needed ~60 %
@@ -67,7 +67,7 @@ def test_a_load_that_moves_absolute_timings_30_percent_still_yields_a_network(
 def test_a_device_on_which_nothing_fits_fails_in_one_line_saying_by_how_much(
     exact_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(backends._BACKENDS, "counting", "doubles:FlatBackend")
+    use_backend(monkeypatch, "counting", "doubles:FlatBackend")
     monkeypatch.setattr("doubles.FlatBackend.dense_ms", 0.0)
     with pytest.raises(BudgetError, match=r"narrowest network of the search space measures .* % over") as e:
         _search(exact_run, tmp_path / "run", budget_ratio=0.6)

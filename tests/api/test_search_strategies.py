@@ -14,12 +14,12 @@ from typing import Any
 
 import optuna
 import pytest
+from doubles import use_backend
 
 from autoprune import api
 from autoprune.config import SearchConfig
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import keep_top
-from autoprune.latency import backends
 from autoprune.models import load_model
 from autoprune.predictor import LatencyPredictor
 from autoprune.prune import load_pruned
@@ -84,7 +84,7 @@ def test_the_search_converts_the_profile_to_the_devices_speed_now(
 ) -> None:
     """Profiled at one speed, searched at half of it: the dense network timed at search time rescales the
     predictions, so the finalists' predicted latencies match what they measure now."""
-    monkeypatch.setitem(backends._BACKENDS, "counting", "doubles:SlowedBackend")
+    use_backend(monkeypatch, "counting", "doubles:SlowedBackend")
     result = _search(exact_run, tmp_path / "slowed", strategy="knapsack", budget_ratio=0.6)
     finalists = json.loads((tmp_path / "slowed" / "search.json").read_text())["finalists"]
     for f in finalists:

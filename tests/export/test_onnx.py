@@ -4,13 +4,25 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from contracts import covered
+from contracts.export import ExportContract
 
 from autoprune.errors import ExportError
-from autoprune.export import export_onnx
+from autoprune.export import export_onnx, list_formats
 from autoprune.export import onnx as onnx_module
 from autoprune.graph import ChannelGraph, apply_widths, narrowest_widths
 from autoprune.latency import to_onnx
 from autoprune.models import create_model
+
+
+class TestOnnxFormat(ExportContract):
+    name = "onnx"
+
+
+def test_every_registered_format_has_a_contract_class() -> None:
+    import test_tensorrt_export  # noqa: F401  (its subclass counts)
+
+    assert set(list_formats()) == covered(ExportContract, "name")
 
 
 def _pruned_resnet():  # type: ignore[no-untyped-def]

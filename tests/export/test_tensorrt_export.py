@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 import torch
+from contracts.export import ExportContract
 
-from autoprune.api._export import TensorRTPlan, tensorrt_plan
 from autoprune.config import ProtocolConfig
 from autoprune.errors import BudgetError, ConfigError, ExportError
+from autoprune.export._trt_format import TensorRTPlan, tensorrt_plan
 from autoprune.export.tensorrt import (
     FORMAT,
     FORMAT_VERSION,
@@ -248,6 +249,11 @@ def test_verify_after_another_backend_needs_a_budget_and_uses_the_tensorrt_defau
     assert (plan.device, plan.transfers, plan.cuda_graph) == (0, False, True)
 
 
+@pytest.mark.tensorrt
+class TestTensorRTFormat(ExportContract):
+    name = "tensorrt"
+
+
 def _save_run(run: Path, meta: dict[str, Any]) -> Path:
     """A run directory whose pruned.pt carries the search's ``meta``."""
     from autoprune.prune import prune_model, save_pruned
@@ -269,11 +275,11 @@ def test_verify_refuses_another_gpu_than_the_search_measured_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from autoprune import api
-    from autoprune.api import _export
+    from autoprune.export import _trt_format
 
     run = _save_run(tmp_path, SEARCHED)
     here = {**IDENTITY, "gpu": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}
-    monkeypatch.setattr(_export, "trt_fingerprint", lambda device: here)
+    monkeypatch.setattr(_trt_format, "trt_fingerprint", lambda device: here)
     with pytest.raises(ConfigError, match=r"cuda:1 is NVIDIA A100-SXM4-80GB .*export on the profiled GPU"):
         api.export(run, format="tensorrt", verify=True)
     assert not list(run.glob("*.engine"))

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from test_backends import BackendContract
+from contracts.backend import BackendContract
 
 from autoprune.errors import ConfigError
 from autoprune.latency import device_identity, get_backend

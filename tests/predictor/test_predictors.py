@@ -1,107 +1,86 @@
-"""Every predictor against a synthetic profile whose latency law is known, plus binding and persistence."""
+"""Every predictor against its contract (`contracts/predictor.py`: a synthetic profile whose latency law is
+known, binding and persistence), and what sets each apart."""
 
 from __future__ import annotations
 
 import pathlib
 import pickle
 from functools import cache
+from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from contracts import covered
+from contracts.predictor import (
+    FAST_LPNET,
+    INPUT,
+    OFFSET_MS,
+    PredictorContract,
+    resnet20_features,
+    synthetic_profile,
+)
 
 from autoprune.config import SamplingConfig
 from autoprune.errors import BindingError, ConfigError
 from autoprune.graph import ChannelGraph, count_macs_params, pruned_copy
 from autoprune.latency import Profile
-from autoprune.latency.lut import LayerTables
 from autoprune.latency.sampler import plan_samples
 from autoprune.models import create_model
 from autoprune.predictor import (
     Features,
     LatencyPredictor,
     compare,
-    latency_metrics,
     layers_of,
     make_predictor,
     predictor_kinds,
     split_rows,
 )
 
-INPUT = [1, 3, 32, 32]
-OFFSET_MS, MS_PER_DENSE = 0.1, 0.5  # the law: latency = 0.1 ms + 0.5 ms * MACs / dense MACs
-DEVICE = {"cpu": "test-cpu", "logical_cores": 2, "accelerator": None, "versions": {}}
-FAST_LPNET = {"members": 3, "epochs": 600}
+
+class TestLPNet(PredictorContract):
+    kind = "lpnet"
+    options: ClassVar[dict[str, Any]] = FAST_LPNET
+    max_mape, min_within_10 = 1.5, 100.0
 
 
-@cache
-def _resnet20() -> tuple[torch.nn.Module, Features]:
-    model = create_model("resnet20", num_classes=10).eval()
-    groups = ChannelGraph(model, torch.zeros(1, 3, 32, 32)).groups
-    layers = layers_of(model, INPUT, groups)
-    plain = Features(groups, layers)
-    # A lookup table whose entries are exactly proportional to each conv's MACs at its grid points:
-    # bilinear interpolation of c_in * c_out is exact, so its sum is exactly proportional to MACs.
-    grids = []
-    for layer in layers:
-        xin = (0,) if layer.depthwise else layer.in_axis
-        table = [[layer.macs(ci or co, co) for co in layer.out_axis] for ci in xin]
-        grids.append((xin, layer.out_axis, table))
-    tables = LayerTables(groups, layers, grids)
-    dense_lut = float(tables.per_layer(plain.widths_tensor([{}])).sum())
-    grids = [(xi, xo, MS_PER_DENSE * np.asarray(t) / dense_lut) for xi, xo, t in grids]
-    return model, Features(groups, layers, LayerTables(groups, layers, grids))
+class TestFlops(PredictorContract):
+    kind = "flops"
+    max_mape, min_within_10 = 0.5, 100.0  # piecewise-linear in MACs: the law is linear in MACs
 
 
-def synthetic_profile(n: int = 200, noise: float = 0.0, seed: int = 0) -> Profile:
-    _, features = _resnet20()
-    groups = features.groups
-    widths = [w for _, w in plan_samples(groups, SamplingConfig(samples=n, seed=seed))]
-    macs = features.macs(widths).numpy()
-    latency = OFFSET_MS + MS_PER_DENSE * macs / features.dense["macs"]
-    latency *= np.exp(np.random.default_rng(seed).normal(0.0, noise, n))
-    rows = pd.DataFrame({f"w:{g.name}": [w[g.name] for w in widths] for g in groups})
-    rows["latency_ms"], rows["kind"], rows["noisy"] = latency, "uniform", False
-    rows.loc[0, "kind"] = "dense"
-    meta = {
-        "model": "resnet20", "num_classes": 10, "input_shape": INPUT, "batch_size": 1,
-        "backend": "onnxruntime", "precision": "fp32", "backend_settings": {}, "protocol": {},
-        "device": DEVICE, "sampling": SamplingConfig(samples=n).to_dict(),
-        "groups": [[g.name, g.channels] for g in groups],
-    }  # fmt: skip
-    return Profile(path=None, meta=meta, rows=rows)  # type: ignore[arg-type]
+class TestLut(PredictorContract):
+    kind = "lut"  # the raw sum misses the law's offset (its own test below): it ranks, no more
 
 
-# What each predictor can reach on the exact law (held-out MAPE %, within ±10 % share).
-EXPECTED = {
-    "lpnet": (1.5, 100.0),
-    "flops": (0.5, 100.0),  # piecewise-linear in MACs: the law is linear in MACs
-    "lut_linear": (1e-6, 100.0),  # scale and offset recover the law exactly
-    "gb": (3.0, 97.0),
-    "rf": (5.0, 90.0),
-    "ridge": (3.0, 95.0),  # linear in the features, on log-latency
-}
+class TestLutLinear(PredictorContract):
+    kind = "lut_linear"
+    max_mape, min_within_10 = 1e-6, 100.0  # scale and offset recover the law exactly
 
 
-@pytest.mark.parametrize("kind", list(EXPECTED))
-def test_each_predictor_recovers_a_known_law_within_its_expected_error(kind: str) -> None:
-    profile = synthetic_profile()
-    _, features = _resnet20()
-    train, test = split_rows(len(profile.rows), 0.2, 0)
-    options = FAST_LPNET if kind == "lpnet" else {}
-    predictor = make_predictor(kind, features, **options).fit(profile, train)
-    widths = profile.widths()
-    m = latency_metrics(predictor.predict([widths[i] for i in test]), profile.latency_ms()[test])
-    max_mape, min_within = EXPECTED[kind]
-    assert m["mape"] <= max_mape and m["within_10"] >= min_within, m
-    assert m["kendall_tau"] > 0.9
+class TestGradientBoosting(PredictorContract):
+    kind = "gb"
+    max_mape, min_within_10 = 3.0, 97.0
+
+
+class TestRandomForest(PredictorContract):
+    kind = "rf"
+    max_mape, min_within_10 = 5.0, 90.0
+
+
+class TestRidge(PredictorContract):
+    kind = "ridge"
+    max_mape, min_within_10 = 3.0, 95.0  # linear in the features, on log-latency
+
+
+def test_every_registered_predictor_has_a_contract_class() -> None:
+    assert set(predictor_kinds()) == covered(PredictorContract, "kind")
 
 
 def test_the_raw_lookup_table_sum_misses_exactly_the_part_it_does_not_measure() -> None:
     """HALP's sum covers the convolutions only: here it is the law without its fixed offset."""
     profile = synthetic_profile(50)
-    _, features = _resnet20()
+    _, features = resnet20_features()
     predicted = make_predictor("lut", features).fit(profile).predict(profile.widths())
     assert predicted == pytest.approx(profile.latency_ms() - OFFSET_MS, rel=1e-9)
 
@@ -109,7 +88,7 @@ def test_the_raw_lookup_table_sum_misses_exactly_the_part_it_does_not_measure() 
 def test_lpnet_beats_the_flops_baseline_where_latency_is_not_a_function_of_macs() -> None:
     """A law where one group costs far more per MAC (a memory-bound layer): MACs alone cannot tell."""
     profile = synthetic_profile(240)
-    _, features = _resnet20()
+    _, features = resnet20_features()
     frac = features(profile.widths())[:, 0].numpy()  # the stem's kept fraction
     profile.rows["latency_ms"] = profile.latency_ms() + 0.3 * frac**2
     comparison = compare(profile, features, ["lpnet", "flops"], folds=0, options={"lpnet": FAST_LPNET})
@@ -118,7 +97,7 @@ def test_lpnet_beats_the_flops_baseline_where_latency_is_not_a_function_of_macs(
 
 
 def test_lpnet_gradients_reach_the_widths() -> None:
-    _, features = _resnet20()
+    _, features = resnet20_features()
     predictor = make_predictor("lpnet", features, **FAST_LPNET).fit(synthetic_profile())
     fractions = torch.full((len(features.groups),), 0.6, requires_grad=True)
     latency = predictor.predict_fractions(fractions)  # type: ignore[attr-defined]
@@ -142,7 +121,7 @@ def test_the_upper_bound_covers_unseen_networks_with_the_confidence_asked(kind: 
     """Coverage within ±3 points of 0.90 and 0.95. Its sampling sd is about 1.2 points at 0.90 (1000
     calibrating rows, 2000 unseen ones) and 1.0 at 0.95: a miscalibrated bound fails, a right one passes."""
     profile, train, test = _noisy_split()
-    _, features = _resnet20()
+    _, features = resnet20_features()
     predictor = make_predictor(kind, features, **(FAST_LPNET if kind == "lpnet" else {})).fit(profile, train)
     widths = profile.widths()
     held = [widths[i] for i in test]
@@ -160,7 +139,7 @@ def test_the_upper_bound_covers_unseen_networks_with_the_confidence_asked(kind: 
 def test_compare_reports_each_bound_coverage_on_rows_its_fit_did_not_see() -> None:
     """Over 200 out-of-fold rows the sampling sd is 2.1 points at 0.90 and 1.5 at 0.95: 3 sd allowed."""
     profile = synthetic_profile(200, noise=0.04, seed=2)
-    _, features = _resnet20()
+    _, features = resnet20_features()
     comparison = compare(profile, features, ["ridge", "flops"], kfold_coverage=True)
     for kind in ("ridge", "flops"):
         cover = comparison.results[kind]["coverage"]
@@ -171,7 +150,7 @@ def test_compare_reports_each_bound_coverage_on_rows_its_fit_did_not_see() -> No
 
 
 def test_a_bound_needs_enough_calibrating_networks() -> None:
-    _, features = _resnet20()
+    _, features = resnet20_features()
     small = make_predictor("ridge", features).fit(synthetic_profile(12, noise=0.04))
     small.predict_upper({}, 0.9)  # 12 networks calibrate a 0.90 bound: the 12th of 12 ratios
     with pytest.raises(ConfigError, match=r"needs >= 19 networks.*--samples"):
@@ -182,25 +161,8 @@ def test_a_bound_needs_enough_calibrating_networks() -> None:
         make_predictor("ridge", features).fit(synthetic_profile(12), calibrate=False).predict_upper({}, 0.9)
 
 
-@pytest.mark.parametrize("kind", predictor_kinds())
-def test_save_load_and_binding(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
-    profile = synthetic_profile(60)
-    _, features = _resnet20()
-    predictor = make_predictor(kind, features, **(FAST_LPNET if kind == "lpnet" else {})).fit(profile)
-    predictor.save(tmp_path / "p.pt")
-    loaded = LatencyPredictor.load(tmp_path / "p.pt")
-    assert type(loaded) is type(predictor)
-    widths = profile.widths()[:7]
-    assert loaded.predict(widths) == pytest.approx(predictor.predict(widths), rel=1e-6)
-    loaded.check_model(features.groups, "resnet20")
-    with pytest.raises(BindingError, match="profile and fit this model"):
-        loaded.check_model(features.groups[:-1], "other")
-    with pytest.raises(BindingError, match="another device"):
-        loaded.check_device({**DEVICE, "cpu": "another-cpu"})
-
-
 def test_bad_predictor_inputs_are_one_line_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _, features = _resnet20()
+    _, features = resnet20_features()
     with pytest.raises(ConfigError, match="unknown predictor 'nope'"):
         make_predictor("nope", features)
     with pytest.raises(ConfigError, match="--lut"):
@@ -224,7 +186,7 @@ class _Payload:
 
 @pytest.mark.parametrize("kind", ["gb", "rf", "ridge"])
 def test_a_planted_code_executing_payload_is_refused_and_never_runs(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
-    _, features = _resnet20()
+    _, features = resnet20_features()
     make_predictor(kind, features).fit(synthetic_profile(30)).save(tmp_path / "p.pt")
     payload = torch.load(tmp_path / "p.pt", weights_only=True)
     assert "pickle" not in payload["state"]  # stored with skops, not pickle

@@ -1,4 +1,4 @@
-"""The contract every search strategy passes (subclassed once per strategy in test_strategies.py).
+"""Every search strategy against its contract (`contracts/strategy.py`), and what defines each one.
 
 The problem is synthetic, so the checks are exact: latency is a known law of the widths, the "device"
 measures that law, accuracy grows with the kept importance."""
@@ -14,11 +14,24 @@ from typing import Any, ClassVar
 import optuna
 import pytest
 import torch
+from contracts import covered
+from contracts.strategy import (
+    BUDGET,
+    GROUPS,
+    SPACE,
+    WEIGHT,
+    CountingDevice,
+    StrategyContract,
+    accuracy,
+    latency,
+    macs,
+    problem,
+)
 from tiny_net import EXAMPLE, Tiny, tiny_data
 
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
-from autoprune.graph import ChannelGroup, Widths
+from autoprune.graph import Widths
 from autoprune.latency import Timing
 from autoprune.search import (
     Candidate,
@@ -26,6 +39,7 @@ from autoprune.search import (
     SearchProblem,
     WidthSpace,
     get_strategy,
+    list_strategies,
     load_start,
     open_study,
     run_strategy,
@@ -34,123 +48,6 @@ from autoprune.search import (
 )
 from autoprune.search.strategies.uniform import uniform_ladder
 from autoprune.search.study import trained
-
-# Channel counts that are and are not multiples of the rounding step (20 and 36 are not).
-GROUPS = tuple(
-    ChannelGroup(n, c, ()) for n, c in [("a", 16), ("b", 32), ("c", 64), ("d", 12), ("e", 20), ("f", 36)]
-)
-SPACE = WidthSpace(GROUPS, min_ratio=0.25)
-WEIGHT = {"a": 0.2, "b": 0.5, "c": 1.0, "d": 0.1, "e": 0.3, "f": 0.6}  # ms per kept fraction
-
-
-def latency(widths: Widths) -> float:
-    return 0.1 + sum(WEIGHT[g.name] * widths[g.name] / g.channels for g in GROUPS)
-
-
-def macs(widths: Widths) -> float:
-    return float(sum(widths[g.name] * g.channels for g in GROUPS))
-
-
-# Some groups have a few important channels (heavy-tailed scores), others many: where widths should differ.
-SCORES = {
-    g.name: torch.rand(g.channels, generator=torch.Generator().manual_seed(i)) ** (1 + 2 * (i % 3))
-    for i, g in enumerate(GROUPS)
-}
-
-
-def accuracy(widths: Widths, report: Any = None) -> float:
-    """Kept importance over total: wider is better, the best networks sit at the budget."""
-    if report is not None:
-        report(0, 0.5)
-    kept = sum(float(torch.sort(SCORES[n], descending=True).values[:w].sum()) for n, w in widths.items())
-    return kept / sum(float(s.sum()) for s in SCORES.values())
-
-
-class CountingDevice:
-    """Measures the latency law exactly (spread 1.0); counts the networks it times."""
-
-    def __init__(self) -> None:
-        self.timed = 0
-
-    def __call__(self, widths_list: list[Widths]) -> list[Timing]:
-        self.timed += len(widths_list)
-        return [Timing(latency(w), 1.0) for w in widths_list]
-
-
-BUDGET = 0.6 * latency(SPACE.dense())
-
-
-def problem(device: CountingDevice, *, budget_ms: float = BUDGET) -> SearchProblem:
-    return SearchProblem(
-        space=SPACE, budget_ms=budget_ms, predict_ms=latency, evaluate=accuracy, measure=device,
-        macs=macs, scores=SCORES, tolerance=0.0,
-    )  # fmt: skip
-
-
-class StrategyContract:
-    """Subclass with ``name`` (and ``options``) set."""
-
-    name: ClassVar[str]
-    options: ClassVar[dict[str, Any]] = {}
-    trials: ClassVar[int] = 8
-
-    def within_constraint(self, candidate: Candidate, study: optuna.Study) -> bool:
-        """What the strategy searched under: the predicted latency, for all but ``flops``."""
-        return candidate.predicted_ms <= BUDGET
-
-    def make_problem(self, device: CountingDevice, *, budget_ms: float, work_dir: Path) -> SearchProblem:
-        """The synthetic problem (a strategy that trains the network itself adds one)."""
-        return problem(device, budget_ms=budget_ms)
-
-    def run(  # type: ignore[no-untyped-def]
-        self, tmp_path, *, trials: int | None = None, budget_ms: float = BUDGET, seed: int = 0
-    ):
-        strategy = get_strategy(self.name, **self.options)
-        settings = strategy.study_settings(seed=seed, trials=self.trials)
-        opt_study = open_study(
-            storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", sampler=settings.sampler,
-            directions=settings.directions, pruner=settings.pruner,
-        )  # fmt: skip
-        device = CountingDevice()
-        candidates = run_strategy(
-            strategy, self.make_problem(device, budget_ms=budget_ms, work_dir=tmp_path), study=opt_study,
-            trials=trials or self.trials,
-        )  # fmt: skip
-        return candidates, opt_study, device
-
-    def test_candidates_are_on_the_grid_and_within_budget(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
-        candidates, study, _ = self.run(tmp_path)
-        assert candidates, f"{self.name} proposed nothing"
-        for c in candidates:
-            assert SPACE.contains(c.widths), c.widths
-            assert set(c.widths) == {g.name for g in GROUPS}
-            assert c.predicted_ms == pytest.approx(latency(c.widths))
-            assert self.within_constraint(c, study)
-
-    def test_candidates_are_reproducible_from_the_seed(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        first, _, _ = self.run(tmp_path / "a", seed=3)
-        second, _, _ = self.run(tmp_path / "b", seed=3)
-        assert [c.widths for c in first] == [c.widths for c in second]
-
-    def test_a_rerun_resumes_and_refuses_another_budget(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
-        first, study, _device = self.run(tmp_path)
-        n_trials = len(study.trials)
-        again, study2, device2 = self.run(tmp_path)  # same study, same budget: nothing new to do
-        assert len(study2.trials) == n_trials and device2.timed == 0
-        assert [c.widths for c in again] == [c.widths for c in first]
-        with pytest.raises(ConfigError, match="budget"):
-            self.run(tmp_path, budget_ms=BUDGET * 0.8)
-
-    def test_a_study_of_another_strategy_is_refused(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
-        other = "uniform" if self.name != "uniform" else "knapsack"
-        storage = f"sqlite:///{tmp_path / 'study.db'}"
-        s = optuna.create_study(storage=storage, study_name="s", direction="maximize")
-        run_strategy(get_strategy(other), problem(CountingDevice()), study=s, trials=2)
-        with pytest.raises(ConfigError, match="strategy"):
-            self.run(tmp_path)
-
 
 # ---------------------------------------------------------------- every strategy
 
@@ -643,3 +540,7 @@ def test_screen_calibrates_the_rerank_on_the_device_so_the_winner_fits_the_budge
     device = CountingDevice()
     again = run_strategy(strategy, replace(prob, measure=device), study=study, trials=30)
     assert [c.widths for c in again] == [c.widths for c in candidates] and device.timed == 0
+
+
+def test_every_registered_strategy_has_a_contract_class() -> None:
+    assert set(list_strategies()) <= covered(StrategyContract, "name")

@@ -9,16 +9,8 @@ importance-sampled), ``random`` (seeded control). ``channel_scores`` scores a wh
 
 from __future__ import annotations
 
-from autoprune.search.criteria import (  # noqa: F401 (registers)
-    _correlation,
-    _fpgm,
-    _magnitude,
-    _pfp,
-    _random,
-    _redundancy,
-    _taylor,
-)
 from autoprune.search.criteria._base import (
+    CRITERIA,
     Batches,
     Criterion,
     get_criterion,
@@ -28,6 +20,7 @@ from autoprune.search.criteria._base import (
 from autoprune.search.criteria._scores import channel_scores
 
 __all__ = [
+    "CRITERIA",
     "Batches",
     "Criterion",
     "channel_scores",

@@ -6,7 +6,6 @@ collect what they need from a few calibration batches in ``prepare`` before any 
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from autoprune.errors import ConfigError
+from autoprune._registry import Registry
 
 Batches = Sequence[tuple[Tensor, Tensor]]
 """Calibration data: a few (inputs, labels) batches, e.g. from ``autoprune.training.calibration_batches``."""
@@ -40,37 +39,37 @@ class Criterion(ABC):
         """One score per channel of ``group`` (in the order of its root layer's channels)."""
 
 
-_REGISTRY: dict[str, type[Criterion]] = {}
+_C = "autoprune.search.criteria"
+CRITERIA: Registry[Criterion] = Registry(
+    "importance criterion",
+    {
+        "l1": f"{_C}._magnitude:L1",
+        "l2": f"{_C}._magnitude:L2",
+        "bn_scale": f"{_C}._magnitude:BNScale",
+        "taylor": f"{_C}._taylor:Taylor",
+        "fpgm": f"{_C}._fpgm:FPGM",
+        "correlation": f"{_C}._correlation:Correlation",
+        "redundancy": f"{_C}._redundancy:Redundancy",
+        "pfp": f"{_C}._pfp:PFP",
+        "random": f"{_C}._random:Random",
+    },
+)
 C = TypeVar("C", bound=type[Criterion])
 
 
 def register_criterion(cls: C) -> C:
     """Class decorator: make ``cls`` available to ``get_criterion(cls.name)``."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
-    taken = _REGISTRY.get(name)
-    if taken is not None and taken.__qualname__ != cls.__qualname__:
-        raise ValueError(f"criterion name '{name}' is already taken by {taken.__qualname__}")
-    _REGISTRY[name] = cls
-    return cls
+    return CRITERIA.register(cls)
 
 
 def list_criteria() -> list[str]:
-    """Registered criterion names, sorted (the CLI's ``--help`` lists these)."""
-    return sorted(_REGISTRY)
+    """Criterion names, sorted (the CLI's ``--help`` lists these)."""
+    return CRITERIA.names()
 
 
 def get_criterion(name: str, **options: object) -> Criterion:
     """A new criterion by name, e.g. ``get_criterion("random", seed=0)``."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown importance criterion '{name}': use one of {', '.join(list_criteria())}")
-    cls = _REGISTRY[name]
-    try:
-        inspect.signature(cls).bind(**options)
-    except TypeError as exc:
-        raise ConfigError(f"criterion '{name}' does not take options {sorted(options)} ({exc})") from None
-    return cls(**options)
+    return CRITERIA.create(name, **options)
 
 
 def group_channels(group: tp.Group) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +13,7 @@ import optuna
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from autoprune._registry import Registry
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths
@@ -192,37 +192,25 @@ class SearchStrategy(ABC):
         """Ranked candidates, each on the grid and predicted (or measured) within the budget."""
 
 
-_BUILTIN = {
-    "optuna": "autoprune.search.strategies.optuna",
-    "flops": "autoprune.search.strategies.flops",
-    "knapsack": "autoprune.search.strategies.knapsack",
-    "uniform": "autoprune.search.strategies.uniform",
-    "gates": "autoprune.search.strategies.gates",
-    "droppruning": "autoprune.search.strategies.droppruning",
-    "playprune": "autoprune.search.strategies.playprune",
-    "pfp": "autoprune.search.strategies.pfp",
-    "screen": "autoprune.search.strategies.screen",
-    "halp": "autoprune.search.strategies.halp",
-}
-_REGISTRY: dict[str, type[SearchStrategy]] = {}
-
-
-def register_strategy(cls: type[SearchStrategy]) -> type[SearchStrategy]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def list_strategies() -> list[str]:
-    return sorted(set(_BUILTIN) | set(_REGISTRY))
-
-
-def strategy_class(name: str) -> type[SearchStrategy]:
-    """The strategy registered as ``name`` (imported on first use)."""
-    if name not in _REGISTRY and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown search strategy '{name}': use one of {', '.join(list_strategies())}")
-    return _REGISTRY[name]
+_S = "autoprune.search.strategies"
+STRATEGIES: Registry[SearchStrategy] = Registry(
+    "search strategy",
+    {
+        "optuna": f"{_S}.optuna:OptunaStrategy",
+        "flops": f"{_S}.flops:FlopsStrategy",
+        "knapsack": f"{_S}.knapsack:KnapsackStrategy",
+        "uniform": f"{_S}.uniform:UniformStrategy",
+        "gates": f"{_S}.gates:GatesStrategy",
+        "droppruning": f"{_S}.droppruning:DropPruningStrategy",
+        "playprune": f"{_S}.playprune:PlayPruneStrategy",
+        "pfp": f"{_S}.pfp:PFPStrategy",
+        "screen": f"{_S}.screen:ScreenStrategy",
+        "halp": f"{_S}.halp:HalpStrategy",
+    },
+)
+register_strategy = STRATEGIES.register
+list_strategies = STRATEGIES.names
+strategy_class = STRATEGIES.get
 
 
 def strategy_options() -> dict[str, StrategyOption]:
@@ -237,7 +225,4 @@ def strategy_options() -> dict[str, StrategyOption]:
 
 def get_strategy(name: str, **options: Any) -> SearchStrategy:
     """The strategy ``name`` built with its own keyword options."""
-    try:
-        return strategy_class(name)(**options)
-    except TypeError as exc:
-        raise ConfigError(f"strategy '{name}' does not take these options ({exc}): drop them") from exc
+    return STRATEGIES.create(name, **options)
