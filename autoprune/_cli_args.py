@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Any, TypeVar
 
 from autoprune import __version__
-from autoprune.config import MEASURE_SECONDS
+from autoprune.config import AdaptConfig, FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
+
+C = TypeVar("C")
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -41,11 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="digits",
         help="digits | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | imagefolder:DIR",
     )
-    p.add_argument("--epochs", type=float, default=10, help="passes over the training split (0.5: half)")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32)
+    opt(p, TrainConfig, "epochs", "passes over the training split (0.5: half)")
+    opt(p, TrainConfig, "lr", "SGD learning rate (cosine schedule)")
+    opt(p, TrainConfig, "batch_size", "images per training batch")
+    opt(p, TrainConfig, "weight_decay", "SGD weight decay")
+    opt(p, TrainConfig, "seed", "seed of the initial weights, the split and the batch order")
+    p.add_argument(
+        "--image-size", type=int, default=32, help="images are resized to this square (default: 32)"
+    )
     _augment_flag(p, "each training batch")
     p.add_argument(
         "--out",
@@ -78,31 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--transfers", action="store_true", help="time host<->device copies too (default: compute only)"
     )
     p.add_argument("--workspace-mib", type=int, help="tensorrt builder workspace limit")
-    p.add_argument(
-        "--samples", type=int, default=100, help="sub-networks to measure (boundary networks included)"
+    opt(p, SamplingConfig, "samples", "sub-networks to measure (boundary networks included)")
+    opt(p, SamplingConfig, "method", "random ratios: sobol | lhs | uniform")
+    opt(p, SamplingConfig, "boundary", "skip the networks with one group alone at its narrowest")
+    opt(p, SamplingConfig, "min_ratio", "smallest kept fraction per group")
+    opt(
+        p,
+        SamplingConfig,
+        "round_to",
+        "widths of groups of --round-min-channels or more are multiples of this",
     )
-    p.add_argument("--method", default="sobol", help="random ratios: sobol | lhs | uniform")
-    p.add_argument(
-        "--no-boundary", action="store_true", help="skip the networks with one group alone at its narrowest"
-    )
-    p.add_argument("--min-ratio", type=float, default=0.25, help="smallest kept fraction per group")
-    p.add_argument(
-        "--round-to", type=int, default=8, help="widths of groups >= 16 channels are multiples of this"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warmup-ms", type=float, default=200.0)
-    p.add_argument("--iterations", type=int, default=30, help="minimum timed runs per round")
-    p.add_argument("--min-round-ms", type=float, default=50.0, help="minimum duration of a round")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument(
-        "--max-deviation", type=float, default=0.03, help="re-measure a round this far from the median"
-    )
-    p.add_argument("--max-remeasures", type=int, default=3, help="re-measured rounds per network, at most")
-    p.add_argument(
-        "--reference-every",
-        type=int,
-        default=2,
-        help="time the dense network beside every K-th network to correct for drift (0: never; default 2)",
+    opt(p, SamplingConfig, "round_min_channels", "groups narrower than this keep whole-channel widths")
+    opt(p, SamplingConfig, "seed", "seed of the sampled widths")
+    opt(p, ProtocolConfig, "warmup_ms", "each network runs this long before it is timed")
+    opt(p, ProtocolConfig, "iterations", "minimum timed runs per round")
+    opt(p, ProtocolConfig, "min_round_ms", "minimum duration of a round")
+    opt(p, ProtocolConfig, "rounds", "rounds per network; its latency is the median of their medians")
+    opt(p, ProtocolConfig, "max_deviation", "re-measure a round this far from the median")
+    opt(p, ProtocolConfig, "max_round_iqr", "re-measure a round whose interquartile range is this wide")
+    opt(p, ProtocolConfig, "max_remeasures", "re-measured rounds per network, at most")
+    opt(
+        p,
+        ProtocolConfig,
+        "reference_every",
+        "time the dense network beside every K-th network to correct for drift (0: never)",
     )
     p.add_argument("--lut", action="store_true", help="also measure the per-layer lookup table (HALP)")
     p.add_argument("--lut-grid", type=int, default=8, help="widths per axis in the lookup table")
@@ -144,21 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("profile")
     p.add_argument("--out", required=True, help="predictor file to write (+ .json metrics, .calibration.png)")
-    p.add_argument(
-        "--predictor",
-        default="auto",
-        help=f"the one to save: auto | {' | '.join(predictor_kinds())} (default auto: the highest k-fold "
-        "share within ±10 %%, LPNet when within one paired standard error of it)",
-    )
-    p.add_argument("--compare", nargs="+", help="predictors to compare (default: all the profile allows)")
-    p.add_argument("--holdout", type=float, default=0.2, help="share of networks held out for the metrics")
-    p.add_argument("--folds", type=int, default=5, help="k-fold cross-validation folds (0: none)")
-    p.add_argument("--include-noisy", action="store_true", help="also use rows the profiler flagged noisy")
-    p.add_argument("--members", type=int, default=5, help="LPNet ensemble members")
-    p.add_argument("--epochs", type=int, default=600, help="LPNet training epochs (full batch)")
-    p.add_argument("--hidden", type=int, default=64, help="LPNet hidden width")
+    kinds = " | ".join(predictor_kinds())
+    opt(p, FitConfig, "predictor", f"the one to save: auto | {kinds} (auto: the highest k-fold share "
+        "within ±10 %, LPNet when within one paired standard error of it)")  # fmt: skip
+    opt(p, FitConfig, "compare", "predictors to compare (default: all the profile allows)", metavar="KIND")
+    opt(p, FitConfig, "holdout", "share of networks held out for the metrics")
+    opt(p, FitConfig, "folds", "k-fold cross-validation folds (0: none)")
+    opt(p, FitConfig, "include_noisy", "also use rows the profiler flagged noisy")
+    opt(p, FitConfig, "members", "LPNet ensemble members")
+    opt(p, FitConfig, "epochs", "LPNet training steps (full batch)")
+    opt(p, FitConfig, "hidden", "LPNet hidden width")
+    opt(p, FitConfig, "layers", "LPNet hidden layers")
+    opt(p, FitConfig, "lr", "LPNet learning rate (Adam)")
+    opt(p, FitConfig, "weight_decay", "LPNet weight decay")
     p.add_argument("--model", help="model spec, when the profile has no lookup table and its spec moved")
-    p.add_argument("--seed", type=int, default=0)
+    opt(p, FitConfig, "seed", "seed of the split, the folds and the predictors")
 
     from autoprune.search import list_criteria, list_strategies, strategy_options
 
@@ -166,9 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "search", help="search per-group widths under a latency budget or an accuracy tolerance"
     )
     p.add_argument("model")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--predictor", required=True)
+    p.add_argument("--checkpoint", required=True, help="the trained dense network (autoprune train --out)")
+    p.add_argument(
+        "--data", required=True, help="digits | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | imagefolder:DIR"
+    )
+    p.add_argument("--predictor", required=True, help="the device's latency predictor (autoprune fit --out)")
     budget = p.add_mutually_exclusive_group()  # one of them, or --max-accuracy-drop (SearchConfig checks)
     budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
     budget.add_argument(
@@ -192,17 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default optuna: TPE under the predicted-latency constraint, or with --max-accuracy-drop playprune: "
         "Play and Prune's adaptive pruning rate; gates: W-Gates trained against an LPNet predictor)",
     )
-    p.add_argument(
-        "--objectives",
-        type=int,
-        default=1,
-        choices=[1, 2],
-        help="optuna/flops: 2 runs NSGA-II on (accuracy, predicted latency) and reports the Pareto front",
-    )
-    p.add_argument(
-        "--no-prune-trials", action="store_true", help="optuna: do not stop hopeless trials (median pruner)"
-    )
-    p.add_argument("--trials", type=int, default=None, help=_trials_help())
+    opt(p, SearchConfig, "objectives", "optuna/flops: 2 runs NSGA-II on (accuracy, predicted latency) and "
+        "reports the Pareto front", choices=[1, 2])  # fmt: skip
+    opt(p, SearchConfig, "prune_trials", "optuna: do not stop hopeless trials (median pruner)")
+    opt(p, SearchConfig, "trials", _trials_help())
     p.add_argument(
         "--storage",
         help="Optuna storage (default: a sqlite file in the run directory, one worker). Several workers "
@@ -212,54 +216,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--study", default="autoprune", help="Optuna study name; rerun the same one to resume, or share it"
     )
-    p.add_argument(
-        "--finetune-epochs",
-        type=float,
-        default=1.0,
-        help="training per trial before evaluation (gates: the joint training's length)",
+    opt(
+        p,
+        SearchConfig,
+        "finetune_epochs",
+        "training per trial before evaluation (gates: the joint training's length)",
     )
-    p.add_argument("--final-epochs", type=float, default=5.0, help="fine-tune of the chosen network")
+    opt(p, SearchConfig, "final_epochs", "fine-tune of the chosen network")
     _augment_flag(p, "the fine-tunes' batches")
-    p.add_argument("--finalists", type=int, default=3, help="candidates re-measured at a time")
-    p.add_argument(
-        "--criterion",
-        default="l1",
-        help=f"which channels of a group are kept: {' | '.join(list_criteria())}",
+    opt(p, SearchConfig, "finalists", "candidates re-measured at a time")
+    opt(p, SearchConfig, "criterion", f"which channels of a group are kept: {' | '.join(list_criteria())}")
+    opt(
+        p,
+        SearchConfig,
+        "calibration_batches",
+        "training batches for BatchNorm recalibration after pruning and for data-aware criteria",
     )
-    p.add_argument(
-        "--calibration-batches",
-        type=int,
-        default=8,
-        help="training batches for BatchNorm recalibration after pruning and for data-aware criteria",
+    opt(
+        p,
+        SearchConfig,
+        "proxy_batches",
+        "screen: the accuracy proxy re-estimates BatchNorm statistics on this many fixed train batches",
     )
-    p.add_argument(
-        "--proxy-batches",
-        type=int,
-        default=5,
-        help="screen: the accuracy proxy re-estimates BatchNorm statistics on this many fixed train batches",
+    opt(p, SearchConfig, "proxy_val", "screen: the proxy scores on this many fixed validation items")
+    opt(p, SearchConfig, "distill", "the final fine-tune distils from the dense model")
+    opt(
+        p,
+        SearchConfig,
+        "margin",
+        "least fraction a finalist must measure under the budget (default: the protocol's tolerance)",
     )
-    p.add_argument(
-        "--proxy-val",
-        type=int,
-        default=1000,
-        help="screen: the proxy scores on this many fixed validation items",
-    )
-    p.add_argument("--distill", action="store_true", help="the final fine-tune distils from the dense model")
-    p.add_argument(
-        "--margin",
-        type=float,
-        help="least fraction a finalist must measure under the budget (default: the protocol's tolerance)",
-    )
-    p.add_argument(
-        "--measure-seconds",
-        type=float,
-        default=MEASURE_SECONDS,
-        help="finalists are judged on their ratio to the dense network timed beside them: repeats are "
+    opt(
+        p,
+        SearchConfig,
+        "measure_seconds",
+        "finalists are judged on their ratio to the dense network timed beside them: repeats are "
         "added, up to this many seconds per batch, while a ratio's spread exceeds the margin",
     )
-    p.add_argument("--lr", type=float, default=0.05, help="fine-tune learning rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32)
+    opt(p, SearchConfig, "lr", "fine-tune learning rate")
+    opt(p, SearchConfig, "seed", "seed of the search, the fine-tunes and the data order")
+    p.add_argument(
+        "--image-size", type=int, default=32, help="images are resized to this square (default: 32)"
+    )
     p.add_argument("--out", required=True, help="run directory")
     own = p.add_argument_group("strategy options (each strategy's own, from the registry)")
     for option in strategy_options().values():
@@ -282,22 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument(
         "--budget-ratio", type=float, help="budget as a fraction of the dense latency measured now"
     )
-    p.add_argument("--meta-steps", type=int, default=300, help="meta-training episodes (class subsets)")
-    p.add_argument("--subset-classes", type=int, help="reference classes per episode (default: half)")
-    p.add_argument("--set-size", type=int, default=64, help="images the generator reads per task")
-    p.add_argument("--query-size", type=int, default=64, help="images scored per step")
-    p.add_argument("--adapt-steps", type=int, default=20, help="gradient steps on the target")
-    p.add_argument("--weight", type=float, default=2.0, help="the latency loss's weight")
-    p.add_argument("--lr", type=float, default=0.05, help="the generator's learning rate")
-    p.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tune after pruning (0: none)")
-    p.add_argument("--finetune-lr", type=float, default=0.01)
-    p.add_argument(
-        "--margin",
-        type=float,
-        help="least fraction the result must measure under the budget (default: the protocol's tolerance)",
+    opt(p, AdaptConfig, "meta_steps", "meta-training episodes (class subsets)")
+    opt(p, AdaptConfig, "subset_classes", "reference classes per episode (default: half)")
+    opt(p, AdaptConfig, "set_size", "images the generator reads per task")
+    opt(p, AdaptConfig, "query_size", "images scored per step")
+    opt(p, AdaptConfig, "adapt_steps", "gradient steps on the target")
+    opt(p, AdaptConfig, "weight", "the latency loss's weight")
+    opt(p, AdaptConfig, "pull", "the latency loss's pull from below the budget")
+    opt(p, AdaptConfig, "lr", "the generator's learning rate")
+    opt(p, AdaptConfig, "calibration_batches", "target batches for BatchNorm recalibration")
+    opt(p, AdaptConfig, "finetune_epochs", "fine-tune after pruning (0: none)")
+    opt(p, AdaptConfig, "finetune_lr", "the fine-tune's learning rate")
+    opt(
+        p,
+        AdaptConfig,
+        "margin",
+        "least fraction the result must measure under the budget (default: the protocol's tolerance)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32)
+    opt(p, AdaptConfig, "seed", "seed of the episodes and the generator")
+    p.add_argument(
+        "--image-size", type=int, default=32, help="images are resized to this square (default: 32)"
+    )
     p.add_argument("--out", required=True, help="run directory")
 
     p = sub.add_parser("export", help="export a pruned network")
@@ -332,16 +335,70 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--calib-data", help="int8: dataset spec whose training images calibrate the engine")
     trt.add_argument("--calib-batches", type=int, default=16, help="int8: calibration batches")
 
+    from autoprune.api import demo
+
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default, on the CPU")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=float, default=8)
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--trials", type=int, default=24)
-    p.add_argument("--budget-ratio", type=float, default=0.6)
-    p.add_argument("--finetune-epochs", type=float, default=1.0)
-    p.add_argument("--final-epochs", type=float, default=5)
-    p.add_argument("--strategy", default="optuna", help=f"search strategy: {' | '.join(list_strategies())}")
+    opt(p, demo, "out", "run directory; rerunning the same command resumes it", type=str)
+    opt(p, demo, "epochs", "training of the dense resnet20 on digits")
+    opt(p, demo, "samples", "sub-networks profiled on onnxruntime")
+    opt(p, demo, "trials", "networks the search trains")
+    opt(p, demo, "budget_ratio", "latency budget as a fraction of the dense network's")
+    opt(p, demo, "finetune_epochs", "training per trial")
+    opt(p, demo, "final_epochs", "fine-tune of the chosen network")
+    opt(p, demo, "strategy", f"search strategy: {' | '.join(list_strategies())}")
     return parser
+
+
+def _declared(owner: Any, name: str) -> tuple[Any, Any]:
+    """The type and default of field ``name`` of config dataclass ``owner``, or of parameter ``name`` of
+    function ``owner``: where they are declared, the one place they live."""
+    if dataclasses.is_dataclass(owner):
+        hints = typing.get_type_hints(owner)
+        f = next(f for f in dataclasses.fields(owner) if f.name == name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        return hints[name], default
+    param = inspect.signature(owner).parameters[name]
+    try:
+        return typing.get_type_hints(owner)[name], param.default
+    except NameError:  # an annotation only a type checker imports
+        return type(param.default), param.default
+
+
+def _scalar(hint: Any) -> Any:
+    """int, float, str, bool or tuple from a hint such as ``float | None`` or ``tuple[str, ...] | None``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args and typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    return typing.get_origin(base) or base
+
+
+def opt(p: Any, owner: Any, name: str, help: str = "", *, flag: str | None = None, **kwargs: Any) -> None:
+    """The option for ``owner``'s ``name`` (a config field or an API parameter): its type and default from
+    the declaration, its help ending with the default. A boolean that defaults to on is ``--no-NAME``."""
+    hint, default = _declared(owner, name)
+    kind = _scalar(hint)
+    dashed = name.replace("_", "-")
+    if kind is bool and default is True:
+        kwargs.update(action="store_false")
+        flag = flag or f"--no-{dashed}"
+    elif kind is bool:
+        kwargs.update(action="store_true")
+    elif kind is tuple:
+        kwargs.update(nargs="+")
+    else:
+        kwargs.setdefault("type", kind)
+    if default is not None and kind is not bool:
+        help = f"{help} (default: {default})" if help else f"default: {default}"
+    p.add_argument(flag or f"--{dashed}", dest=name, default=default, help=help.replace("%", "%%"), **kwargs)
+
+
+def config_from(cls: type[C], args: argparse.Namespace, **given: Any) -> C:
+    """``cls`` from the parsed options named as its fields (lists as tuples), and ``given``."""
+    values = {
+        f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if hasattr(args, f.name) and f.name not in given
+    }
+    return cls(**values, **given)
 
 
 def _augment_flag(p: argparse.ArgumentParser, what: str) -> None:

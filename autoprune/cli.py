@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from autoprune._cli_args import build_parser
+from autoprune._cli_args import build_parser, config_from
 from autoprune._console import RichReporter, console, make_progress, say
 from autoprune.errors import AutopruneError, ConfigError
 
@@ -57,13 +57,7 @@ def _run(args: argparse.Namespace) -> None:
     with make_progress() as progress:
         reporter = RichReporter(progress)
         if args.command == "train":
-            train_cfg = TrainConfig(
-                epochs=args.epochs,
-                lr=args.lr,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                augment=args.augment,
-            )
+            train_cfg = config_from(TrainConfig, args)
             r = api.train(
                 args.model,
                 data=args.data,
@@ -97,23 +91,8 @@ def _run(args: argparse.Namespace) -> None:
                 input_shape=args.input_shape,
                 backend=args.backend,
                 backend_options=_backend_options(args),
-                sampling=SamplingConfig(
-                    samples=args.samples,
-                    seed=args.seed,
-                    min_ratio=args.min_ratio,
-                    round_to=args.round_to,
-                    method=args.method,
-                    boundary=not args.no_boundary,
-                ),
-                protocol=ProtocolConfig(
-                    warmup_ms=args.warmup_ms,
-                    iterations=args.iterations,
-                    rounds=args.rounds,
-                    min_round_ms=args.min_round_ms,
-                    max_deviation=args.max_deviation,
-                    max_remeasures=args.max_remeasures,
-                    reference_every=args.reference_every,
-                ),
+                sampling=config_from(SamplingConfig, args),
+                protocol=config_from(ProtocolConfig, args),
                 lut_grid=args.lut_grid if args.lut else None,
                 active=args.active,
                 budget_ms=args.budget_ms,
@@ -130,17 +109,7 @@ def _run(args: argparse.Namespace) -> None:
                 + (f"; {noisy} flagged noisy (column 'noisy')" if noisy else "")
             )
         elif args.command == "fit":
-            fit_cfg = FitConfig(
-                predictor=args.predictor,
-                compare=tuple(args.compare) if args.compare else None,
-                holdout=args.holdout,
-                folds=args.folds,
-                include_noisy=args.include_noisy,
-                members=args.members,
-                epochs=args.epochs,
-                hidden=args.hidden,
-                seed=args.seed,
-            )
+            fit_cfg = config_from(FitConfig, args)
             fitted = api.fit(args.profile, out=args.out, config=fit_cfg, model=args.model, reporter=reporter)
             progress.stop()
             held = len(fitted.comparison.measured)
@@ -154,28 +123,9 @@ def _run(args: argparse.Namespace) -> None:
             say(f"saved {fitted.choice.kind} to {fitted.path}: {fitted.choice.reason}")
             say(f"metrics {fitted.metrics_path}, calibration plot {fitted.plot_path}")
         elif args.command == "search":
-            search_cfg = SearchConfig(
-                budget_ms=args.budget_ms,
-                budget_ratio=args.budget_ratio,
-                max_accuracy_drop=args.max_accuracy_drop,
-                strategy=args.strategy,
-                objectives=args.objectives,
-                prune_trials=not args.no_prune_trials,
-                trials=args.trials,
-                finetune_epochs=args.finetune_epochs,
-                final_epochs=args.final_epochs,
-                finalists=args.finalists,
-                criterion=args.criterion,
-                calibration_batches=args.calibration_batches,
-                proxy_batches=args.proxy_batches,
-                proxy_val=args.proxy_val,
-                distill=args.distill,
-                augment=args.augment,
-                margin=args.margin,
-                measure_seconds=args.measure_seconds,
-                lr=args.lr,
-                budget_confidence=args.budget_confidence,
-                seed=args.seed,
+            search_cfg = config_from(
+                SearchConfig,
+                args,
                 strategy_options={
                     o.name: v
                     for o in strategy_options().values()
@@ -204,21 +154,7 @@ def _run(args: argparse.Namespace) -> None:
                 say(f"Pareto front (val accuracy after the short fine-tune, predicted latency): {front}")
             say(f"saved {s.run_dir / 'pruned.pt'}, {s.run_dir / 'report.md'} (plots: pareto.png, widths.png)")
         elif args.command == "adapt":
-            adapt_cfg = AdaptConfig(
-                budget_ms=args.budget_ms,
-                budget_ratio=args.budget_ratio,
-                meta_steps=args.meta_steps,
-                subset_classes=args.subset_classes,
-                set_size=args.set_size,
-                query_size=args.query_size,
-                adapt_steps=args.adapt_steps,
-                weight=args.weight,
-                lr=args.lr,
-                finetune_epochs=args.finetune_epochs,
-                finetune_lr=args.finetune_lr,
-                margin=args.margin,
-                seed=args.seed,
-            )
+            adapt_cfg = config_from(AdaptConfig, args)
             a = api.adapt(
                 args.model,
                 checkpoint=args.checkpoint,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from autoprune.errors import ConfigError
 
@@ -198,6 +198,8 @@ class SearchConfig(_Config):
     seed: int = 0
     # The strategy's own options, by keyword (its ``options``: e.g. pfp's ``eps``); checked by the strategy.
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    # Fields no flag sets by its own name (the CLI test checks every other field is one), and why.
+    INTERNAL: ClassVar[dict[str, str]] = {"strategy_options": "each strategy's own flags (its `options`)"}
 
     def __post_init__(self) -> None:
         if self.budget_ms is not None and self.budget_ratio is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,32 @@ MAY_GROW = frozenset({"trials", "finalists", "final_epochs", "measure_seconds"})
 measure the finalists."""
 
 
+CONFIG_VERSION = 1
+"""The version of the settings a run directory records (``config.<command>.json``, key ``version``). A
+record without one is version 1. Raise it when a setting's meaning changes, and add the step from the
+version before to ``_UPGRADES`` when an older record can still be read."""
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}  # version N -> its record as N + 1
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """The settings recorded at ``path``, brought to ``CONFIG_VERSION``, or one line saying why not."""
+    settings = json.loads(path.read_text())
+    version = settings.pop("version", 1)
+    if not isinstance(version, int) or version > CONFIG_VERSION:
+        raise ConfigError(
+            f"'{path.parent}' was written by a newer autoprune (settings version {version}, this one reads "
+            f"{CONFIG_VERSION}): upgrade autoprune, or pass a new --out"
+        )
+    while version < CONFIG_VERSION:
+        if version not in _UPGRADES:
+            raise ConfigError(
+                f"'{path.parent}' was written by an older autoprune (settings version {version}, this one "
+                f"reads {CONFIG_VERSION}): pass a new --out, or rerun it with the autoprune that wrote it"
+            )
+        settings, version = _UPGRADES[version](settings), version + 1
+    return settings
+
+
 def _without(d: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
     return {k: (_without(v, keys) if isinstance(v, dict) else v) for k, v in d.items() if k not in keys}
 
@@ -31,13 +57,13 @@ def claim_run_dir(
     keys = frozenset(may_change)
     path = Path(run_dir) / f"config.{command}.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_settings(path)
         if _without(old, keys) != _without(settings, keys):
             raise ConfigError(
                 f"'{run_dir}' holds a {command} run with other settings: pass a new --out, or delete it"
             )
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    write_json(path, settings)
+    write_json(path, {"version": CONFIG_VERSION, **settings})
 
 
 def hold_run_dir(run_dir: Path, command: str) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,19 @@ def test_negative_zero_and_out_of_range_budgets_are_refused(config: type) -> Non
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ConfigError, match=r"--budget-ratio must be in \(0, 1\]"):
             config(budget_ratio=bad)
+
+
+def test_a_run_directory_records_its_settings_version_and_refuses_one_it_cannot_read(tmp_path: Path) -> None:
+    from autoprune.rundir import CONFIG_VERSION, claim_run_dir
+
+    claim_run_dir(tmp_path, "search", {"seed": 0})
+    recorded = json.loads((tmp_path / "config.search.json").read_text())
+    assert recorded == {"version": CONFIG_VERSION, "seed": 0}
+    claim_run_dir(tmp_path, "search", {"seed": 0})  # the same run again: resumed
+    with pytest.raises(ConfigError, match="other settings"):
+        claim_run_dir(tmp_path, "search", {"seed": 1})
+    (tmp_path / "config.search.json").write_text(json.dumps({"seed": 0}))  # before versions: version 1
+    claim_run_dir(tmp_path, "search", {"seed": 0})
+    (tmp_path / "config.search.json").write_text(json.dumps({"version": CONFIG_VERSION + 1, "seed": 0}))
+    with pytest.raises(ConfigError, match=r"newer autoprune .*upgrade autoprune, or pass a new --out"):
+        claim_run_dir(tmp_path, "search", {"seed": 0})

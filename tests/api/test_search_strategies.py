@@ -18,12 +18,14 @@ from doubles import use_backend
 
 from autoprune import api
 from autoprune.config import SearchConfig
+from autoprune.data import load_dataset
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import keep_top
 from autoprune.models import load_model
 from autoprune.predictor import LatencyPredictor
 from autoprune.prune import load_pruned
 from autoprune.search import list_strategies, load_start, strategy_class
+from autoprune.training import evaluate
 
 QUICK = {"trials": 3, "finetune_epochs": 0.05, "final_epochs": 0.05, "calibration_batches": 2}
 
@@ -55,7 +57,11 @@ def test_every_strategy_runs_end_to_end(exact_run: dict[str, Path], tmp_path: Pa
     # Accepted with the noise margin, not at the budget's edge.
     assert chosen[0]["measured_ms"] * (1 + chosen[0]["margin"]) <= summary["budget_ms"]
     assert chosen[0]["margin"] >= 0.03
-    assert 0.0 <= summary["pruned"]["test_accuracy"] <= 1.0 and result.pruned.test_accuracy is not None
+    # The recorded accuracy is the saved network's on the test split.
+    saved = load_pruned(tmp_path / strategy / "pruned.pt").module
+    test = load_dataset("digits").test
+    assert summary["pruned"]["test_accuracy"] == pytest.approx(evaluate(saved, test), abs=1e-6)
+    assert result.pruned.test_accuracy == summary["pruned"]["test_accuracy"]
     report = (tmp_path / strategy / "report.md").read_text()
     assert "test accuracy" in report and "margin" in report and "pareto.png" in report
     for png in ("pareto.png", "widths.png"):
