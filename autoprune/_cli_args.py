@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import types
-import typing
-from typing import Any, TypeVar
+from typing import Any
 
 from autoprune import __version__
+from autoprune._cli_options import augment_flag, input_shape, opt, trials_help
 from autoprune.config import AdaptConfig, FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
-
-C = TypeVar("C")
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a shape like 1x3x32x32 (batch x channels x height x width)"
-        )
-    return dims
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from autoprune.export import list_formats
-    from autoprune.latency.backends import list_backends
-
     parser = argparse.ArgumentParser(
         prog="autoprune",
         description="Prune a trained CNN to a latency budget measured on your device: profile, fit, search, "
@@ -38,7 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_train, _profile, _fit, _search, _adapt, _export, _demo):
+        add(sub)
+    return parser
 
+
+def _train(sub: Any) -> None:
     p = sub.add_parser("train", help="train the dense model")
     p.add_argument(
         "model", help="resnet20 | resnet56 | vgg11_bn | mobilenet_v2 | torchvision:NAME | file.py:factory"
@@ -56,13 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image-size", type=int, default=32, help="images are resized to this square (default: 32)"
     )
-    _augment_flag(p, "each training batch")
+    augment_flag(p, "each training batch")
     p.add_argument(
         "--out",
         required=True,
         help="checkpoint file to write; OUT.state.pt keeps the state after every epoch until it is "
         "written, and rerunning the same command continues from there",
     )
+
+
+def _profile(sub: Any) -> None:
+    from autoprune.latency.backends import list_backends
 
     p = sub.add_parser(
         "profile",
@@ -73,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-classes", type=int, help="classifier outputs (default: from the checkpoint, else 10)"
     )
-    p.add_argument("--input-shape", type=_shape, default=(1, 3, 32, 32), help="BxCxHxW, e.g. 1x3x32x32")
+    p.add_argument("--input-shape", type=input_shape, default=(1, 3, 32, 32), help="BxCxHxW, e.g. 1x3x32x32")
     p.add_argument("--backend", default="onnxruntime", help=" | ".join(list_backends()))
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: the backend's: cpu, tensorrt on GPU 0)")
     p.add_argument("--precision", help="fp32 | fp16 | int8 (int8: tensorrt only; default fp32)")
@@ -88,31 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--transfers", action="store_true", help="time host<->device copies too (default: compute only)"
     )
     p.add_argument("--workspace-mib", type=int, help="tensorrt builder workspace limit")
-    opt(p, SamplingConfig, "samples", "sub-networks to measure (boundary networks included)")
-    opt(p, SamplingConfig, "method", "random ratios: sobol | lhs | uniform")
-    opt(p, SamplingConfig, "boundary", "skip the networks with one group alone at its narrowest")
-    opt(p, SamplingConfig, "min_ratio", "smallest kept fraction per group")
-    opt(
-        p,
-        SamplingConfig,
-        "round_to",
-        "widths of groups of --round-min-channels or more are multiples of this",
-    )
-    opt(p, SamplingConfig, "round_min_channels", "groups narrower than this keep whole-channel widths")
-    opt(p, SamplingConfig, "seed", "seed of the sampled widths")
-    opt(p, ProtocolConfig, "warmup_ms", "each network runs this long before it is timed")
-    opt(p, ProtocolConfig, "iterations", "minimum timed runs per round")
-    opt(p, ProtocolConfig, "min_round_ms", "minimum duration of a round")
-    opt(p, ProtocolConfig, "rounds", "rounds per network; its latency is the median of their medians")
-    opt(p, ProtocolConfig, "max_deviation", "re-measure a round this far from the median")
-    opt(p, ProtocolConfig, "max_round_iqr", "re-measure a round whose interquartile range is this wide")
-    opt(p, ProtocolConfig, "max_remeasures", "re-measured rounds per network, at most")
-    opt(
-        p,
-        ProtocolConfig,
-        "reference_every",
-        "time the dense network beside every K-th network to correct for drift (0: never)",
-    )
+    _measurement_options(p)
     p.add_argument("--lut", action="store_true", help="also measure the per-layer lookup table (HALP)")
     p.add_argument("--lut-grid", type=int, default=8, help="widths per axis in the lookup table")
     p.add_argument(
@@ -146,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sidecar is written beside it",
     )
 
+
+def _fit(sub: Any) -> None:
     from autoprune.predictor import predictor_kinds
 
     p = sub.add_parser(
@@ -169,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model spec, when the profile has no lookup table and its spec moved")
     opt(p, FitConfig, "seed", "seed of the split, the folds and the predictors")
 
-    from autoprune.search import list_criteria, list_strategies, strategy_options
+
+def _search(sub: Any) -> None:
+    from autoprune.search import list_strategies, strategy_options
 
     p = sub.add_parser(
         "search", help="search per-group widths under a latency budget or an accuracy tolerance"
@@ -206,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt(p, SearchConfig, "objectives", "optuna/flops: 2 runs NSGA-II on (accuracy, predicted latency) and "
         "reports the Pareto front", choices=[1, 2])  # fmt: skip
     opt(p, SearchConfig, "prune_trials", "optuna: do not stop hopeless trials (median pruner)")
-    opt(p, SearchConfig, "trials", _trials_help())
+    opt(p, SearchConfig, "trials", trials_help())
     p.add_argument(
         "--storage",
         help="Optuna storage (default: a sqlite file in the run directory, one worker). Several workers "
@@ -216,45 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--study", default="autoprune", help="Optuna study name; rerun the same one to resume, or share it"
     )
-    opt(
-        p,
-        SearchConfig,
-        "finetune_epochs",
-        "training per trial before evaluation (gates: the joint training's length)",
-    )
-    opt(p, SearchConfig, "final_epochs", "fine-tune of the chosen network")
-    _augment_flag(p, "the fine-tunes' batches")
-    opt(p, SearchConfig, "finalists", "candidates re-measured at a time")
-    opt(p, SearchConfig, "criterion", f"which channels of a group are kept: {' | '.join(list_criteria())}")
-    opt(
-        p,
-        SearchConfig,
-        "calibration_batches",
-        "training batches for BatchNorm recalibration after pruning and for data-aware criteria",
-    )
-    opt(
-        p,
-        SearchConfig,
-        "proxy_batches",
-        "screen: the accuracy proxy re-estimates BatchNorm statistics on this many fixed train batches",
-    )
-    opt(p, SearchConfig, "proxy_val", "screen: the proxy scores on this many fixed validation items")
-    opt(p, SearchConfig, "distill", "the final fine-tune distils from the dense model")
-    opt(
-        p,
-        SearchConfig,
-        "margin",
-        "least fraction a finalist must measure under the budget (default: the protocol's tolerance)",
-    )
-    opt(
-        p,
-        SearchConfig,
-        "measure_seconds",
-        "finalists are judged on their ratio to the dense network timed beside them: repeats are "
-        "added, up to this many seconds per batch, while a ratio's spread exceeds the margin",
-    )
-    opt(p, SearchConfig, "lr", "fine-tune learning rate")
-    opt(p, SearchConfig, "seed", "seed of the search, the fine-tunes and the data order")
+    _search_training(p)
     p.add_argument(
         "--image-size", type=int, default=32, help="images are resized to this square (default: 32)"
     )
@@ -266,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=option.name.upper(),
         )  # fmt: skip
 
+
+def _adapt(sub: Any) -> None:
     p = sub.add_parser(
         "adapt",
         help="STAMP: prune for a new dataset with a mask generator meta-learned on the reference data",
@@ -303,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="run directory")
 
+
+def _export(sub: Any) -> None:
+    from autoprune.export import list_formats
+
     p = sub.add_parser("export", help="export a pruned network")
     p.add_argument("source", help="a run directory or its pruned.pt")
     p.add_argument("--format", default="onnx", choices=list_formats(), help="default: onnx")
@@ -335,7 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--calib-data", help="int8: dataset spec whose training images calibrate the engine")
     trt.add_argument("--calib-batches", type=int, default=16, help="int8: calibration batches")
 
+
+def _demo(sub: Any) -> None:
     from autoprune.api import demo
+    from autoprune.search import list_strategies
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default, on the CPU")
     opt(p, demo, "out", "run directory; rerunning the same command resumes it", type=str)
@@ -346,77 +286,77 @@ def build_parser() -> argparse.ArgumentParser:
     opt(p, demo, "finetune_epochs", "training per trial")
     opt(p, demo, "final_epochs", "fine-tune of the chosen network")
     opt(p, demo, "strategy", f"search strategy: {' | '.join(list_strategies())}")
-    return parser
 
 
-def _declared(owner: Any, name: str) -> tuple[Any, Any]:
-    """The type and default of field ``name`` of config dataclass ``owner``, or of parameter ``name`` of
-    function ``owner``: where they are declared, the one place they live."""
-    if dataclasses.is_dataclass(owner):
-        hints = typing.get_type_hints(owner)
-        f = next(f for f in dataclasses.fields(owner) if f.name == name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        return hints[name], default
-    param = inspect.signature(owner).parameters[name]
-    try:
-        return typing.get_type_hints(owner)[name], param.default
-    except NameError:  # an annotation only a type checker imports
-        return type(param.default), param.default
-
-
-def _scalar(hint: Any) -> Any:
-    """int, float, str, bool or tuple from a hint such as ``float | None`` or ``tuple[str, ...] | None``."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if args and typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-    return typing.get_origin(base) or base
-
-
-def opt(p: Any, owner: Any, name: str, help: str = "", *, flag: str | None = None, **kwargs: Any) -> None:
-    """The option for ``owner``'s ``name`` (a config field or an API parameter): its type and default from
-    the declaration, its help ending with the default. A boolean that defaults to on is ``--no-NAME``."""
-    hint, default = _declared(owner, name)
-    kind = _scalar(hint)
-    dashed = name.replace("_", "-")
-    if kind is bool and default is True:
-        kwargs.update(action="store_false")
-        flag = flag or f"--no-{dashed}"
-    elif kind is bool:
-        kwargs.update(action="store_true")
-    elif kind is tuple:
-        kwargs.update(nargs="+")
-    else:
-        kwargs.setdefault("type", kind)
-    if default is not None and kind is not bool:
-        help = f"{help} (default: {default})" if help else f"default: {default}"
-    p.add_argument(flag or f"--{dashed}", dest=name, default=default, help=help.replace("%", "%%"), **kwargs)
-
-
-def config_from(cls: type[C], args: argparse.Namespace, **given: Any) -> C:
-    """``cls`` from the parsed options named as its fields (lists as tuples), and ``given``."""
-    values = {
-        f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if hasattr(args, f.name) and f.name not in given
-    }
-    return cls(**values, **given)
-
-
-def _augment_flag(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"random crop (4-pixel zero padding) and horizontal flip of {what} (default: on for "
-        "cifar10 and imagefolder data, off for digits, mnist and fashion-mnist)",
+def _measurement_options(p: Any) -> None:
+    """Which sub-networks a profile samples (``SamplingConfig``), how each is timed (``ProtocolConfig``)."""
+    opt(p, SamplingConfig, "samples", "sub-networks to measure (boundary networks included)")
+    opt(p, SamplingConfig, "method", "random ratios: sobol | lhs | uniform")
+    opt(p, SamplingConfig, "boundary", "skip the networks with one group alone at its narrowest")
+    opt(p, SamplingConfig, "min_ratio", "smallest kept fraction per group")
+    opt(
+        p,
+        SamplingConfig,
+        "round_to",
+        "widths of groups of --round-min-channels or more are multiples of this",
+    )
+    opt(p, SamplingConfig, "round_min_channels", "groups narrower than this keep whole-channel widths")
+    opt(p, SamplingConfig, "seed", "seed of the sampled widths")
+    opt(p, ProtocolConfig, "warmup_ms", "each network runs this long before it is timed")
+    opt(p, ProtocolConfig, "iterations", "minimum timed runs per round")
+    opt(p, ProtocolConfig, "min_round_ms", "minimum duration of a round")
+    opt(p, ProtocolConfig, "rounds", "rounds per network; its latency is the median of their medians")
+    opt(p, ProtocolConfig, "max_deviation", "re-measure a round this far from the median")
+    opt(p, ProtocolConfig, "max_round_iqr", "re-measure a round whose interquartile range is this wide")
+    opt(p, ProtocolConfig, "max_remeasures", "re-measured rounds per network, at most")
+    opt(
+        p,
+        ProtocolConfig,
+        "reference_every",
+        "time the dense network beside every K-th network to correct for drift (0: never)",
     )
 
 
-def _trials_help() -> str:
-    """What ``--trials`` counts under each strategy, and its default there, from the registry."""
-    from autoprune.search import list_strategies, strategy_class
+def _search_training(p: Any) -> None:
+    """How a search trains, scores and measures its networks (``SearchConfig``)."""
+    from autoprune.search import list_criteria
 
-    each = "; ".join(
-        f"{n}: {strategy_class(n).trial_means} ({strategy_class(n).default_trials})"
-        for n in list_strategies()
+    opt(
+        p,
+        SearchConfig,
+        "finetune_epochs",
+        "training per trial before evaluation (gates: the joint training's length)",
     )
-    return f"how many trials; what a trial is and the default depend on --strategy: {each}"
+    opt(p, SearchConfig, "final_epochs", "fine-tune of the chosen network")
+    augment_flag(p, "the fine-tunes' batches")
+    opt(p, SearchConfig, "finalists", "candidates re-measured at a time")
+    opt(p, SearchConfig, "criterion", f"which channels of a group are kept: {' | '.join(list_criteria())}")
+    opt(
+        p,
+        SearchConfig,
+        "calibration_batches",
+        "training batches for BatchNorm recalibration after pruning and for data-aware criteria",
+    )
+    opt(
+        p,
+        SearchConfig,
+        "proxy_batches",
+        "screen: the accuracy proxy re-estimates BatchNorm statistics on this many fixed train batches",
+    )
+    opt(p, SearchConfig, "proxy_val", "screen: the proxy scores on this many fixed validation items")
+    opt(p, SearchConfig, "distill", "the final fine-tune distils from the dense model")
+    opt(
+        p,
+        SearchConfig,
+        "margin",
+        "least fraction a finalist must measure under the budget (default: the protocol's tolerance)",
+    )
+    opt(
+        p,
+        SearchConfig,
+        "measure_seconds",
+        "finalists are judged on their ratio to the dense network timed beside them: repeats are "
+        "added, up to this many seconds per batch, while a ratio's spread exceeds the margin",
+    )
+    opt(p, SearchConfig, "lr", "fine-tune learning rate")
+    opt(p, SearchConfig, "seed", "seed of the search, the fine-tunes and the data order")

@@ -8,7 +8,8 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from autoprune._cli_args import build_parser, config_from
+from autoprune._cli_args import build_parser
+from autoprune._cli_options import config_from
 from autoprune._console import RichReporter, console, make_progress, say
 from autoprune.errors import AutopruneError, ConfigError
 

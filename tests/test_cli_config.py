@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from autoprune._cli_args import build_parser, config_from
+from autoprune._cli_args import build_parser
+from autoprune._cli_options import config_from
 from autoprune.config import AdaptConfig, FitConfig, ProtocolConfig, SamplingConfig, SearchConfig, TrainConfig
 
 # subcommand, the least a user types, and the configs its options make
