@@ -8,11 +8,12 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from autoprune import training
 from autoprune._console import Reporter
@@ -25,7 +26,7 @@ from autoprune.adapt.stamp import (
     new_generator,
     replace_classifier,
 )
-from autoprune.api._bound import bind
+from autoprune.api._bound import Bound, bind
 from autoprune.config import MEASURE_SECONDS, AdaptConfig
 from autoprune.data import load_dataset
 from autoprune.errors import ConfigError
@@ -36,6 +37,7 @@ from autoprune.prune import calibration_batches, prune_model, recalibrate_bn, sa
 from autoprune.rundir import claim_run_dir
 from autoprune.search import (
     Candidate,
+    Measured,
     budget_frame,
     channel_scores,
     check_budget,
@@ -64,6 +66,25 @@ class AdaptResult:
     replaced_classifier: bool
 
 
+@dataclass(frozen=True)
+class _Budget:
+    """The budget in ms, the dense latency it refers to, the frame finalists are judged in, and the
+    latency predictor with its scale to now (as ``search``'s)."""
+
+    budget_ms: float
+    reference_ms: float
+    frame_ms: float
+    scale: float
+    lp: LatencyPredictor
+
+    def predict_ms(self, widths: Widths) -> float:
+        return self.scale * self.lp.predict(widths)
+
+    def latency(self, fractions: torch.Tensor) -> torch.Tensor:
+        """The differentiable latency of kept fractions, in ms now."""
+        return self.scale * self.lp.predict_fractions(fractions)
+
+
 def adapt(
     model: str,
     *,
@@ -82,104 +103,42 @@ def adapt(
     run_dir = Path(out)
     ref, target = (load_dataset(spec, image_size=image_size) for spec in (reference, data))
     lp = LatencyPredictor.load(predictor)
-    if not lp.differentiable:
-        raise ConfigError(
-            f"autoprune adapt trains against a differentiable latency predictor and '{predictor}' is a "
-            f"{lp.kind}: fit one with `autoprune fit PROFILE --predictor lpnet`"
-        )
-    if config.subset_classes is not None and config.subset_classes > ref.num_classes:
-        raise ConfigError(
-            f"--subset-classes {config.subset_classes} exceeds the {ref.num_classes} classes of {reference}: "
-            f"pass at most {ref.num_classes}"
-        )
-    datasets = {reference: ref, data: target}
-    b = bind(model, checkpoint=checkpoint, lp=lp, num_classes=ref.num_classes, data=datasets)
-    net, classes, input_shape, example, space = b.net, b.classes, b.input_shape, b.example, b.space
+    _check_inputs(lp, predictor, config, ref.num_classes, reference)
+    b = bind(
+        model, checkpoint=checkpoint, lp=lp, num_classes=ref.num_classes, data={reference: ref, data: target}
+    )
     settings = {"model": model, "checkpoint": str(checkpoint), "reference": reference, "data": data,
                 "predictor": str(predictor), "image_size": image_size, "adapt": config.to_dict()}  # fmt: skip
     claim_run_dir(run_dir, "adapt", settings)
-    dense_w = dense_widths(b.groups)
-
-    def measure(widths_list: list[Widths]) -> list[Timing]:
-        return b.time(widths_list)
-
-    # The dense latency when the run began: what a ratio is of, and what converts the profile's
-    # drift-corrected latencies to now (as search's reference); kept, so a rerun keeps its budget.
-    ref_path = run_dir / "reference.json"
-    if not ref_path.is_file():
-        write_json(ref_path, {"reference_ms": measure([dense_w])[0].median_ms})
-    reference_ms = float(json.loads(ref_path.read_text())["reference_ms"])
-    frame_ms = budget_frame(
-        budget_in_ms=config.budget_ms is not None,
-        reference_ms=reference_ms,
-        profile_reference_ms=lp.meta.get("reference_ms"),
-    )
-    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=frame_ms)
-    budget_ms = float(config.budget_ms or (config.budget_ratio or 1.0) * reference_ms)
-    narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(space.narrowest())
-    check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))
-
-    def predict_ms(widths: Widths) -> float:
-        return scale * lp.predict(widths)
-
-    def latency(fractions: torch.Tensor) -> torch.Tensor:
-        return scale * lp.predict_fractions(fractions)
-
+    budget = _budget(b, lp, config, run_dir)
     stamp = StampSettings(
-        meta_steps=config.meta_steps, subset_classes=config.subset_classes, set_size=config.set_size,
-        query_size=config.query_size, adapt_steps=config.adapt_steps, weight=config.weight,
-        pull=config.pull, lr=config.lr, seed=config.seed,
-    )  # fmt: skip
-    importance = channel_scores(net, example, "l1")
-    start = space.widest_uniform_within(budget_ms, predict_ms)
-    generator = new_generator(
-        net, example, space, ref.train, importance=importance, start=start, settings=stamp
+        **{f.name: getattr(config, f.name) for f in fields(StampSettings) if hasattr(config, f.name)}
     )
-    gen_path = run_dir / "generator.pt"
-    key = {**settings, "adapt": {k: v for k, v in asdict(stamp).items() if k != "adapt_steps"},
-           "budget_ms": budget_ms}  # fmt: skip
-    key.pop("data")
-    saved: dict[str, Any] = torch.load(gen_path, weights_only=True) if gen_path.is_file() else {}
-    if saved.get("key") == json.dumps(key, sort_keys=True):
-        generator.load_state_dict(saved["state_dict"])
-        meta_seconds, reused = 0.0, True
-        reporter.log(f"reusing the meta-trained generator {gen_path}")
-    else:
-        began = time.perf_counter()
-        meta_train(generator, net, example, space, ref.train, latency=latency, budget_ms=budget_ms,
-                   settings=stamp, on_step=reporter.task("meta-train generator"))  # fmt: skip
-        meta_seconds, reused = time.perf_counter() - began, False
-        payload = {"key": json.dumps(key, sort_keys=True), "state_dict": generator.state_dict(),
-                   "seconds": meta_seconds}  # fmt: skip
-        atomic_write(gen_path, lambda p: torch.save(payload, p))
+    generator, meta_seconds, reused = _generator(b, ref.train, stamp, budget, settings, run_dir, reporter)
 
     began = time.perf_counter()
-    tuned = copy.deepcopy(net)
-    replaced = target.num_classes != classes
+    tuned = copy.deepcopy(b.net)
+    replaced = target.num_classes != b.classes
     if replaced:
         replace_classifier(tuned, target.num_classes, seed=config.seed)
         fit_classifier(tuned, target.train, seed=config.seed)
-    mask = adapt_mask(generator, tuned, example, space, target.train, latency=latency, budget_ms=budget_ms,
-                      settings=stamp, on_step=reporter.task("adapt to target"))  # fmt: skip
+    mask = adapt_mask(
+        generator,
+        tuned,
+        b.example,
+        b.space,
+        target.train,
+        latency=budget.latency,
+        budget_ms=budget.budget_ms,
+        settings=stamp,
+        on_step=reporter.task("adapt to target"),
+    )
     adapt_seconds = time.perf_counter() - began
 
-    candidates = [Candidate(mask.widths, predict_ms(mask.widths))]
-    for k in range(1, FALLBACKS + 1):
-        w = space.widest_uniform_within(budget_ms * (1 - 0.03 * k), predict_ms, of=mask.widths)
-        if all(w != c.widths for c in candidates):
-            candidates.append(Candidate(w, predict_ms(w)))
-    tolerance = b.protocol.max_deviation if config.margin is None else config.margin
-
-    def judged(widths_list: list[Widths]) -> list[Timing]:  # on the ratio to the dense, as search's
-        timings = b.time_beside_dense(widths_list, tolerance=tolerance, max_seconds=MEASURE_SECONDS)
-        return [t.judged(frame_ms) for t in timings]
-
-    chosen = select_by_measurement(
-        candidates, measure=judged, budget_ms=budget_ms, finalists=3, tolerance=tolerance
-    ).chosen
+    chosen = _measured(b, mask.widths, budget, config)
     pruned = prune_model(
         tuned, widths=chosen.candidate.widths, model_spec=model, num_classes=target.num_classes,
-        input_shape=input_shape, criterion="stamp", scores=mask.scores,
+        input_shape=b.input_shape, criterion="stamp", scores=mask.scores,
     )  # fmt: skip
     recalibrate_bn(pruned.module, calibration_batches(target.train, count=config.calibration_batches,
                                                       seed=config.seed))  # fmt: skip
@@ -187,19 +146,113 @@ def adapt(
         training.train(pruned.module, target.train, epochs=config.finetune_epochs, lr=config.finetune_lr,
                        seed=config.seed, on_step=reporter.task("fine-tune"))  # fmt: skip
     val, test = training.evaluate(pruned.module, target.val), training.evaluate(pruned.module, target.test)
-    summary = {
-        "budget_ms": budget_ms, "reference_ms": reference_ms, "frame_ms": frame_ms, "profile_scale": scale,
-        "predicted_ms": chosen.candidate.predicted_ms, "measured_ms": chosen.measured_ms,
-        "margin": chosen.margin, "generator_predicted_ms": mask.latency_ms, "widths": pruned.widths,
-        "generator_counts": mask.counts, "val_accuracy": val, "test_accuracy": test,
+    pruned.meta = {
+        "budget_ms": budget.budget_ms, "reference_ms": budget.reference_ms, "frame_ms": budget.frame_ms,
+        "profile_scale": budget.scale, "predicted_ms": chosen.candidate.predicted_ms,
+        "measured_ms": chosen.measured_ms, "margin": chosen.margin, "generator_predicted_ms": mask.latency_ms,
+        "widths": pruned.widths, "generator_counts": mask.counts, "val_accuracy": val, "test_accuracy": test,
         "meta_seconds": meta_seconds, "reused_generator": reused, "adapt_seconds": adapt_seconds,
         "replaced_classifier": replaced, "finetune_epochs": config.finetune_epochs, "strategy": "stamp",
         "backend": lp.meta["backend"], "device": lp.meta["device"],
     }  # fmt: skip
-    pruned.meta = summary
     save_pruned(run_dir / "pruned.pt", pruned)
-    write_json(run_dir / "adapt.json", summary)
+    write_json(run_dir / "adapt.json", pruned.meta)
     return AdaptResult(
-        run_dir, budget_ms, pruned.widths, chosen.candidate.predicted_ms, chosen.measured_ms, reference_ms,
-        val, test, meta_seconds, adapt_seconds, replaced,
+        run_dir, budget.budget_ms, pruned.widths, chosen.candidate.predicted_ms, chosen.measured_ms,
+        budget.reference_ms, val, test, meta_seconds, adapt_seconds, replaced,
     )  # fmt: skip
+
+
+def _check_inputs(
+    lp: LatencyPredictor, predictor: str | Path, config: AdaptConfig, classes: int, reference: str
+) -> None:
+    if not lp.differentiable:
+        raise ConfigError(
+            f"autoprune adapt trains against a differentiable latency predictor and '{predictor}' is a "
+            f"{lp.kind}: fit one with `autoprune fit PROFILE --predictor lpnet`"
+        )
+    if config.subset_classes is not None and config.subset_classes > classes:
+        raise ConfigError(
+            f"--subset-classes {config.subset_classes} exceeds the {classes} classes of {reference}: "
+            f"pass at most {classes}"
+        )
+
+
+def _budget(b: Bound, lp: LatencyPredictor, config: AdaptConfig, run_dir: Path) -> _Budget:
+    """The dense latency when the run began is what a ratio is of, and what converts the profile's
+    drift-corrected latencies to now (as search's reference); kept, so a rerun keeps its budget."""
+    ref_path = run_dir / "reference.json"
+    if not ref_path.is_file():
+        write_json(ref_path, {"reference_ms": b.time([dense_widths(b.groups)])[0].median_ms})
+    reference_ms = float(json.loads(ref_path.read_text())["reference_ms"])
+    profile_ms = lp.meta.get("reference_ms")
+    frame_ms = budget_frame(
+        budget_in_ms=config.budget_ms is not None, reference_ms=reference_ms, profile_reference_ms=profile_ms
+    )
+    scale = reference_scale(profile_reference_ms=profile_ms, reference_ms=frame_ms)
+    budget_ms = float(config.budget_ms or (config.budget_ratio or 1.0) * reference_ms)
+    narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(b.space.narrowest())
+    check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))
+    return _Budget(budget_ms, reference_ms, frame_ms, scale, lp)
+
+
+def _generator(
+    b: Bound, reference: Dataset, stamp: StampSettings, budget: _Budget, settings: dict[str, Any],
+    run_dir: Path, reporter: Reporter,
+) -> tuple[torch.nn.Module, float, bool]:  # fmt: skip
+    """The mask generator meta-trained on the reference data, or the one a run with the same settings
+    saved; with the seconds it took and whether it was reused."""
+    predict_ms = budget.predict_ms
+    start = b.space.widest_uniform_within(budget.budget_ms, predict_ms)
+    importance = channel_scores(b.net, b.example, "l1")
+    generator = new_generator(b.net, b.example, b.space, reference, importance=importance, start=start,
+                              settings=stamp)  # fmt: skip
+    gen_path = run_dir / "generator.pt"
+    key = {**settings, "adapt": {k: v for k, v in asdict(stamp).items() if k != "adapt_steps"},
+           "budget_ms": budget.budget_ms}  # fmt: skip
+    key.pop("data")
+    saved: dict[str, Any] = torch.load(gen_path, weights_only=True) if gen_path.is_file() else {}
+    if saved.get("key") == json.dumps(key, sort_keys=True):
+        generator.load_state_dict(saved["state_dict"])
+        reporter.log(f"reusing the meta-trained generator {gen_path}")
+        return generator, 0.0, True
+    began = time.perf_counter()
+    meta_train(
+        generator,
+        b.net,
+        b.example,
+        b.space,
+        reference,
+        latency=budget.latency,
+        budget_ms=budget.budget_ms,
+        settings=stamp,
+        on_step=reporter.task("meta-train generator"),
+    )
+    seconds = time.perf_counter() - began
+    payload = {
+        "key": json.dumps(key, sort_keys=True),
+        "state_dict": generator.state_dict(),
+        "seconds": seconds,
+    }
+    atomic_write(gen_path, lambda p: torch.save(payload, p))
+    return generator, seconds, False
+
+
+def _measured(b: Bound, widths: Widths, budget: _Budget, config: AdaptConfig) -> Measured:
+    """The adapted network, or the first of its scaled-down fallbacks, that measures within the budget,
+    judged on its ratio to the dense network timed beside it (as ``search``'s finalists)."""
+    predict_ms = budget.predict_ms
+    candidates = [Candidate(widths, predict_ms(widths))]
+    for k in range(1, FALLBACKS + 1):
+        w = b.space.widest_uniform_within(budget.budget_ms * (1 - 0.03 * k), predict_ms, of=widths)
+        if all(w != c.widths for c in candidates):
+            candidates.append(Candidate(w, predict_ms(w)))
+    tolerance = b.protocol.max_deviation if config.margin is None else config.margin
+
+    def judged(widths_list: list[Widths]) -> list[Timing]:
+        timings = b.time_beside_dense(widths_list, tolerance=tolerance, max_seconds=MEASURE_SECONDS)
+        return [t.judged(budget.frame_ms) for t in timings]
+
+    return select_by_measurement(
+        candidates, measure=judged, budget_ms=budget.budget_ms, finalists=3, tolerance=tolerance
+    ).chosen

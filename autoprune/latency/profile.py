@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,19 +37,24 @@ import torch
 from torch import nn
 
 from autoprune import __version__
-from autoprune._io import atomic_write, read_parquet, write_json
+from autoprune._io import read_parquet, write_json
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError, ProfileError
-from autoprune.graph import ChannelGraph, ChannelGroup, Widths, count_macs_params, pruned_copy
-from autoprune.latency.backends import LatencyBackend, Session
+from autoprune.graph import ChannelGraph, ChannelGroup, Widths
+from autoprune.latency._measuring import (
+    WIDTH_PREFIX,
+    Reference,
+    Rows,
+    measure_active,
+    measure_plan,
+)
+from autoprune.latency.backends import LatencyBackend
 from autoprune.latency.compat import PROFILE_KEYS, check_same_run
 from autoprune.latency.hygiene import host_record, load_average, pinned
-from autoprune.latency.protocol import LatencyStats, measure, measure_referenced
-from autoprune.latency.sampler import plan_samples, widths_key
+from autoprune.latency.sampler import plan_samples
 from autoprune.latency.shard import ACTIVE_SHARD, Shard, describe
 
 FORMAT = 3  # 3: drift-corrected latency_ms, raw_ms and reference_ms columns
-WIDTH_PREFIX = "w:"
 
 
 @dataclass
@@ -181,6 +185,25 @@ def measurement_meta(
     }
 
 
+def _resume(
+    out: Path, meta: dict[str, Any], shard: Shard | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows and runs a profile at ``out`` holds (none if there is none), after checking that it was
+    measured with the same settings and shard; ``meta`` keeps its creation time and active settings."""
+    if not (out.exists() or sidecar_path(out).exists()):
+        return [], []
+    existing = read_profile(out)
+    check_same_run(existing.meta, meta, out, PROFILE_KEYS, summarize=("groups",))
+    if Shard.from_meta(existing.meta) != shard:
+        raise ProfileError(
+            f"'{out}' holds {describe(Shard.from_meta(existing.meta))} and this run measures "
+            f"{describe(shard)}: pass a new --out, or the --shard it was measured with"
+        )
+    meta["created"] = existing.meta.get("created", meta["created"])
+    meta["active"] = meta["active"] or existing.meta.get("active")  # the last active run's settings
+    return existing.rows.to_dict("records"), list(existing.meta.get("runs", []))
+
+
 def profile_model(
     model: nn.Module,
     *,
@@ -226,194 +249,21 @@ def profile_model(
         "active": {"initial": initial} if acquire is not None else None,
         **({"shard": shard.to_meta(plan)} if shard is not None else {}),
     }
-    records: list[dict[str, Any]] = []
-    runs: list[dict[str, Any]] = []
-    if out.exists() or sidecar_path(out).exists():
-        existing = read_profile(out)
-        check_same_run(existing.meta, meta, out, PROFILE_KEYS, summarize=("groups",))
-        if Shard.from_meta(existing.meta) != shard:
-            raise ProfileError(
-                f"'{out}' holds {describe(Shard.from_meta(existing.meta))} and this run measures "
-                f"{describe(shard)}: pass a new --out, or the --shard it was measured with"
-            )
-        meta["created"] = existing.meta.get("created", meta["created"])
-        meta["active"] = meta["active"] or existing.meta.get("active")  # the last active run's settings
-        runs = list(existing.meta.get("runs", []))
-        records = existing.rows.to_dict("records")
+    records, runs = _resume(out, meta, shard)
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
     threads = backend.settings().get("threads")
-    with pinned(int(threads or 1)) as cpus, _Reference(model, input_shape, backend, protocol) as ref:
+    with pinned(int(threads or 1)) as cpus, Reference(model, input_shape, backend, protocol) as ref:
         run = host_record(threads=threads, pinned_cpus=cpus, load_start=load_average())
         meta["runs"] = [*runs, run]
         write_json(sidecar_path(out), meta)
-        _profile_rows(model, example, groups, out, meta, records, ref, backend, protocol, sampling, on_sample,
-                      acquire, plan[:initial] if acquire is not None else plan, shard)  # fmt: skip
+        rows = Rows(model, example, groups, out, meta, records, ref, backend, protocol)
+        total = sampling.samples if acquire is not None else len(plan if shard is None else shard.part(plan))
+        measure_plan(rows, plan[:initial] if acquire is not None else plan, shard=shard, total=total,
+                     on_sample=on_sample)  # fmt: skip
+        if acquire is not None:
+            measure_active(rows, acquire, samples=sampling.samples, on_sample=on_sample)
         run["load_1min_end"] = load_average()
         run["reference_overhead"], run["reference_every"] = ref.overhead(), ref.every
         write_json(sidecar_path(out), meta)
     return read_profile(out)
-
-
-MAX_REFERENCE_OVERHEAD = 0.25
-_SETTLED = 4
-
-
-class _Reference:
-    """The dense network's session, opened at the first network this run measures and kept for the run,
-    timed beside every ``reference_every``-th network (the rows between are normalised in
-    :func:`corrected`), less often while the time spent timing it exceeds ``MAX_REFERENCE_OVERHEAD`` of
-    the rest (checked once it was timed ``_SETTLED`` times)."""
-
-    def __init__(
-        self, model: nn.Module, input_shape: Sequence[int], backend: LatencyBackend, protocol: ProtocolConfig
-    ) -> None:
-        self._open = lambda: _Stopwatch(backend.session(model, input_shape))  # a resume may measure none
-        self.every = protocol.reference_every
-        self._session: _Stopwatch | None = None
-        self._since, self._timed, self._last_ms = self.every, 0, float("nan")
-        self._started = time.perf_counter()
-
-    def __enter__(self) -> _Reference:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._session is not None:
-            self._session.close()
-
-    def measure(self, session: Session, protocol: ProtocolConfig) -> tuple[LatencyStats, float, float, bool]:
-        """The network's statistics, the reference's latency, the network's latency relative to it, and
-        whether the reference was timed beside it (if not: the last timing, and no ratio yet)."""
-        if self.every == 0 or self._since + 1 < self.every:
-            self._since += 1
-            return measure(session, protocol), self._last_ms, float("nan"), False
-        if self._session is None:
-            self._session = self._open()
-        timed = measure_referenced(session, self._session, protocol)
-        self._since, self._timed, self._last_ms = 0, self._timed + 1, timed.reference_ms
-        if self._timed >= _SETTLED and (self.overhead() or 0.0) > MAX_REFERENCE_OVERHEAD:
-            self.every += 1  # a wide dense network among narrow ones: time it less often
-        return timed.stats, timed.reference_ms, timed.ratio, True
-
-    def overhead(self) -> float | None:
-        """The time spent in the reference's timing calls, as a fraction of the rest of this run's time."""
-        if self._session is None:
-            return None
-        spent = self._session.seconds
-        rest = time.perf_counter() - self._started - spent
-        return round(spent / rest, 3) if rest > 0 else None
-
-
-class _Stopwatch(Session):
-    """A session that adds up the wall time of its timing calls."""
-
-    def __init__(self, inner: Session) -> None:
-        self._inner, self.seconds = inner, 0.0
-
-    def time(self, iterations: int) -> np.ndarray:
-        started = time.perf_counter()
-        try:
-            return self._inner.time(iterations)
-        finally:
-            self.seconds += time.perf_counter() - started
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-def _profile_rows(
-    model: nn.Module,
-    example: torch.Tensor,
-    groups: list[ChannelGroup],
-    out: Path,
-    meta: dict[str, Any],
-    records: list[dict[str, Any]],
-    ref: _Reference,
-    backend: LatencyBackend,
-    protocol: ProtocolConfig,
-    sampling: SamplingConfig,
-    on_sample: Callable[[int, int], None] | None,
-    acquire: Callable[[Profile, int], list[Widths]] | None,
-    plan: list[tuple[str, Widths]],
-    shard: Shard | None,
-) -> None:
-    done = (
-        {widths_key(w, groups) for w in Profile(out, meta, pd.DataFrame(records)).widths()}
-        if records
-        else set()
-    )
-    used = {int(r["sample_id"]) for r in records}
-
-    def add(sample_id: int, kind: str, widths: Widths) -> None:
-        """Measure one network and append it atomically; a taken sample id becomes the next free one."""
-        sample_id = sample_id if sample_id not in used else max(used) + 1
-        sub, _ = pruned_copy(model, example, widths)
-        macs, params = count_macs_params(sub, example)
-        with backend.session(sub, meta["input_shape"]) as session:
-            stats, reference_ms, ratio, beside = ref.measure(session, protocol)
-            info = session.info()  # before close: a closed TensorRT session reports no graph
-        records.append({
-            "sample_id": sample_id,
-            "kind": kind,
-            **{WIDTH_PREFIX + name: int(w) for name, w in widths.items()},
-            "macs": macs,
-            "params": params,
-            "latency_ms": stats.median_ms,  # corrected in _write_rows
-            "raw_ms": stats.median_ms,
-            "reference_ms": reference_ms,
-            "reference_beside": beside,
-            "ratio": ratio,
-            "cuda_graph": bool(info["cuda_graph"]),
-            "enqueue_bound": info["enqueue_bound"],
-            **{k: v for k, v in stats.to_dict().items() if k != "median_ms"},
-        })  # fmt: skip
-        _write_rows(out, pd.DataFrame(records))
-        done.add(widths_key(widths, groups))
-        used.add(sample_id)
-
-    mine = range(len(plan)) if shard is None else shard.part(plan)
-    total = len(mine) if acquire is None else sampling.samples
-    for step, sample_id in enumerate(mine, start=1):
-        kind, widths = plan[sample_id]
-        if widths_key(widths, groups) not in done:
-            add(sample_id, kind, widths)
-        if on_sample is not None:
-            on_sample(step, total)
-    while acquire is not None and len(records) < sampling.samples:
-        wanted = sampling.samples - len(records)
-        picks: dict[tuple[int, ...], Widths] = {}
-        for widths in acquire(Profile(out, meta, pd.DataFrame(records)), wanted):
-            key = widths_key(widths, groups)
-            if key not in done and len(picks) < wanted:
-                picks.setdefault(key, {g.name: int(widths[g.name]) for g in groups})
-        if not picks:  # nothing new to measure: stop rather than ask forever
-            break
-        for widths in picks.values():
-            add(max(used, default=-1) + 1, "active", widths)
-            if on_sample is not None:
-                on_sample(len(records), total)
-
-
-def corrected(frame: pd.DataFrame) -> pd.DataFrame:
-    """``latency_ms`` = ``ratio`` x the profile's reference latency (the median of the reference timings
-    beside rows). A row timed beside the reference has the median of its round-pair ratios; one timed
-    without it gets ``raw_ms`` over the mean of the reference timings before and after it in the file
-    (the one before, for the last rows). A profile measured without any reference keeps raw latency."""
-    frame = frame.copy()
-    raw = frame["raw_ms"].to_numpy(dtype=float)
-    beside = frame["reference_beside"].to_numpy(dtype=bool)
-    if not beside.any():
-        frame["latency_ms"] = raw
-        return frame
-    ref = frame["reference_ms"].to_numpy(dtype=float).copy()
-    timed = pd.Series(np.where(beside, ref, np.nan))
-    ref[~beside] = np.nanmean(np.vstack([timed.ffill(), timed.bfill()])[:, ~beside], axis=0)
-    ratio = np.where(beside, frame["ratio"].to_numpy(dtype=float), raw / ref)
-    frame["reference_ms"], frame["ratio"] = ref, ratio
-    frame["latency_ms"] = ratio * float(np.median(ref[beside]))
-    return frame
-
-
-def _write_rows(out: Path, frame: pd.DataFrame) -> None:
-    frame = corrected(frame)
-    atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))

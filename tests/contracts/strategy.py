@@ -13,12 +13,14 @@ from typing import Any, ClassVar
 import optuna
 import pytest
 import torch
+from tiny_net import EXAMPLE, Tiny, tiny_data
 
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGroup, Widths
 from autoprune.latency import Timing
 from autoprune.search import (
     Candidate,
+    DenseNetwork,
     SearchProblem,
     WidthSpace,
     get_strategy,
@@ -141,3 +143,19 @@ class StrategyContract:
         run_strategy(get_strategy(other), problem(CountingDevice()), study=s, trials=2)
         with pytest.raises(ConfigError, match="strategy"):
             self.run(tmp_path)
+
+
+def fraction_latency(fractions: torch.Tensor) -> torch.Tensor:
+    """``latency`` of kept fractions, differentiable: what a ``DenseNetwork`` gives the gates."""
+    weight = torch.tensor([WEIGHT[g.name] for g in GROUPS])
+    return 0.1 + (fractions.float() * weight).sum(-1)
+
+
+def dense_network(work_dir: Path, *, differentiable: bool = True) -> DenseNetwork:
+    """A real tiny network whose groups are the contract's a..f; its accuracy is the contract's law."""
+    torch.manual_seed(0)
+    return DenseNetwork(
+        module=Tiny(), example=EXAMPLE, train=tiny_data(64), epochs=2.0, lr=0.05, seed=0,
+        latency=fraction_latency if differentiable else None, predictor="law",
+        accuracy=lambda _module, widths, _scores: accuracy(widths), work_dir=work_dir,
+    )  # fmt: skip

@@ -91,9 +91,9 @@ def test_without_a_reference_the_latency_is_the_raw_one(tmp_path) -> None:  # ty
 
 
 def test_the_reference_is_timed_less_often_while_its_overhead_is_too_high(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from autoprune.latency import profile as profile_module
+    from autoprune.latency._measuring import Reference
 
-    monkeypatch.setattr(profile_module._Reference, "overhead", lambda self: 0.5)  # twice the allowance
+    monkeypatch.setattr(Reference, "overhead", lambda self: 0.5)  # twice the allowance
     prof = _profile(tmp_path, CountingBackend(), every=1)
     beside = list(prof.rows["reference_beside"])
     assert beside[:4] == [True] * 4  # every row, until it was timed _SETTLED times

@@ -160,7 +160,7 @@ def test_without_drops_it_is_deterministic_iterative_pruning_of_the_smallest_fil
 
 
 def _strategy_run(tmp_path: Path, trials: int = 2, **options: object):  # type: ignore[no-untyped-def]
-    from test_strategies import CountingDevice, dense_network, problem
+    from contracts.strategy import CountingDevice, dense_network, problem
 
     strategy = get_strategy("droppruning", **options)
     s = strategy.study_settings(seed=0, trials=trials)
@@ -173,7 +173,7 @@ def _strategy_run(tmp_path: Path, trials: int = 2, **options: object):  # type: 
 def test_trials_are_seeds_of_the_schedule_and_the_finalist_is_pruned_to_the_trials_channels(
     tmp_path: Path,
 ) -> None:
-    from test_strategies import BUDGET, SCORES, SPACE, latency
+    from contracts.strategy import BUDGET, SCORES, SPACE, latency
 
     from autoprune.search.allocation import kept_importance, ladder
 
@@ -204,7 +204,7 @@ def test_deterministic_settings_run_one_trial_and_other_settings_refuse_the_stud
 
 
 def test_droppruning_refuses_a_problem_without_a_network(tmp_path: Path) -> None:
-    from test_strategies import CountingDevice, problem
+    from contracts.strategy import CountingDevice, problem
 
     strategy = get_strategy("droppruning")
     s = strategy.study_settings(seed=0, trials=1)

@@ -15,7 +15,7 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
-from test_strategies import BUDGET, SPACE, CountingDevice, dense_network, latency, problem
+from contracts.strategy import BUDGET, SPACE, CountingDevice, dense_network, latency, problem
 from tiny_net import tiny_data
 from torch import nn
 

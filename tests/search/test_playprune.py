@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from test_strategies import SCORES, SPACE, CountingDevice, accuracy, dense_network, latency, problem
+from contracts.strategy import SCORES, SPACE, CountingDevice, accuracy, dense_network, latency, problem
 
 from autoprune.cli import build_parser, main
 from autoprune.config import SearchConfig

@@ -19,10 +19,10 @@ from contracts.strategy import (
     BUDGET,
     GROUPS,
     SPACE,
-    WEIGHT,
     CountingDevice,
     StrategyContract,
     accuracy,
+    dense_network,
     latency,
     macs,
     problem,
@@ -35,7 +35,6 @@ from autoprune.graph import Widths
 from autoprune.latency import Timing
 from autoprune.search import (
     Candidate,
-    DenseNetwork,
     SearchProblem,
     WidthSpace,
     get_strategy,
@@ -75,22 +74,6 @@ class TestKnapsack(StrategyContract):
 
 class TestUniform(StrategyContract):
     name = "uniform"
-
-
-def fraction_latency(fractions: torch.Tensor) -> torch.Tensor:
-    """``latency`` of kept fractions, differentiable: what a ``DenseNetwork`` gives the gates."""
-    weight = torch.tensor([WEIGHT[g.name] for g in GROUPS])
-    return 0.1 + (fractions.float() * weight).sum(-1)
-
-
-def dense_network(work_dir: Path, *, differentiable: bool = True) -> DenseNetwork:
-    """A real tiny network whose groups are the contract's a..f; its accuracy is the contract's law."""
-    torch.manual_seed(0)
-    return DenseNetwork(
-        module=Tiny(), example=EXAMPLE, train=tiny_data(64), epochs=2.0, lr=0.05, seed=0,
-        latency=fraction_latency if differentiable else None, predictor="law",
-        accuracy=lambda _module, widths, _scores: accuracy(widths), work_dir=work_dir,
-    )  # fmt: skip
 
 
 class TestGates(StrategyContract):
