@@ -198,43 +198,26 @@ def export_tensorrt(
     tensorrt backend times: ``transfers`` and ``cuda_graph`` as its options of the same names (pass the
     profile's, so the budget means the same thing); over the budget is a BudgetError. Any failure writes
     nothing."""
-    if verify_budget_ms is not None and not verify_budget_ms > 0:
-        raise ConfigError(f"the latency budget must be > 0 ms, got {verify_budget_ms}")
-    batch = int(input_shape[0])
-    if not config.min_batch <= batch <= config.max_batch:
-        raise ConfigError(
-            f"input batch {batch} is outside the engine's batch range {list(config.batch_range)}: "
-            "pass an input shape whose batch lies in it"
-        )
-    if sidecar_path(path) == Path(path):
-        raise ConfigError(f"{path} would be overwritten by its own sidecar: name the engine <name>.engine")
+    _check_request(input_shape, path, config, verify_budget_ms)
     require_tensorrt()
     require_cuda(device)
     model = model.eval()
+    batch = int(input_shape[0])
     x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(seed))
     onnx_diff = _onnx_parity(model, x) if onnx_parity else None
     engine = build_engine(model, input_shape, config, calibration=calibration, device=device)
-    cuda = torch.device("cuda", device)
     measuring = verify_budget_ms is not None or protocol is not None
+    protocol = protocol or ProtocolConfig()
     with EngineRunner(
         engine, batch, device=device, transfers=transfers, cuda_graph=cuda_graph and measuring
     ) as runner:
-        (got,) = runner.run(x.to(cuda)).values()
-        expected = _torch_fp32(model, x, cuda)
-        diff = float((got.float() - expected).abs().max())
-        atol, rtol = parity_tolerance(config)
-        tolerance = atol + rtol * float(expected.abs().max())
-        if not diff <= tolerance:
-            raise ExportError(
-                f"the {config.precision} TensorRT engine differs from torch by {diff:.3g} "
-                f"(> {tolerance:.3g}): export fp32, or report it with the model spec"
-            )
+        diff, tolerance = _engine_parity(runner, model, x, config, torch.device("cuda", device))
         io = runner.io_spec()
         stats: LatencyStats | None = None
         measured_with: dict[str, Any] = {}
         if measuring:
             session = EngineSession(runner)
-            stats = measure(session, protocol or ProtocolConfig())
+            stats = measure(session, protocol)
             measured_with = session.info()
     gpu = gpu_fingerprint(device)
     if verify_budget_ms is not None and stats is not None and stats.median_ms > verify_budget_ms:
@@ -242,6 +225,12 @@ def export_tensorrt(
             f"the {config.precision} engine measures {stats.median_ms:.4f} ms on {gpu['gpu']}, over the "
             f"budget of {verify_budget_ms:.4f} ms: search again with a lower --budget-ms to leave headroom"
         )
+    calibrated_on = ("data" if calibration is not None else "random") if config.precision == "int8" else None
+    measured = None if stats is None else {
+        "batch": batch, "transfers": transfers, "cuda_graph": cuda_graph,
+        "cuda_graph_used": measured_with["cuda_graph"], "enqueue_bound": measured_with["enqueue_bound"],
+        "protocol": protocol.to_dict(), "budget_ms": verify_budget_ms,
+    }  # fmt: skip
     sidecar = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -255,21 +244,9 @@ def export_tensorrt(
         **io,
         "parity": {"max_abs_diff": diff, "tolerance": tolerance, "batch": batch, "seed": seed},
         "onnx_parity": onnx_diff,
-        "calibration": None
-        if config.precision != "int8"
-        else ("data" if calibration is not None else "random"),
+        "calibration": calibrated_on,
         "latency": None if stats is None else stats.to_dict(),
-        "measured": None
-        if stats is None
-        else {
-            "batch": batch,
-            "transfers": transfers,
-            "cuda_graph": cuda_graph,
-            "cuda_graph_used": measured_with["cuda_graph"],
-            "enqueue_bound": measured_with["enqueue_bound"],
-            "protocol": (protocol or ProtocolConfig()).to_dict(),
-            "budget_ms": verify_budget_ms,
-        },
+        "measured": measured,
         "autoprune_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -277,3 +254,37 @@ def export_tensorrt(
         tmp.write_bytes(engine)
     write_json(sidecar_path(path), sidecar)
     return TensorRTExport(Path(path), sidecar_path(path), diff, tolerance, onnx_diff, stats)
+
+
+def _check_request(
+    input_shape: list[int], path: str | Path, config: EngineConfig, verify_budget_ms: float | None
+) -> None:
+    """What a user can get wrong, refused before TensorRT or CUDA is touched."""
+    if verify_budget_ms is not None and not verify_budget_ms > 0:
+        raise ConfigError(f"the latency budget must be > 0 ms, got {verify_budget_ms}")
+    batch = int(input_shape[0])
+    if not config.min_batch <= batch <= config.max_batch:
+        raise ConfigError(
+            f"input batch {batch} is outside the engine's batch range {list(config.batch_range)}: "
+            "pass an input shape whose batch lies in it"
+        )
+    if sidecar_path(path) == Path(path):
+        raise ConfigError(f"{path} would be overwritten by its own sidecar: name the engine <name>.engine")
+
+
+def _engine_parity(
+    runner: EngineRunner, model: nn.Module, x: Tensor, config: EngineConfig, cuda: torch.device
+) -> tuple[float, float]:
+    """The engine's largest difference from torch fp32 on ``x`` and the tolerance for its precision;
+    beyond it is an ExportError."""
+    (got,) = runner.run(x.to(cuda)).values()
+    expected = _torch_fp32(model, x, cuda)
+    diff = float((got.float() - expected).abs().max())
+    atol, rtol = parity_tolerance(config)
+    tolerance = atol + rtol * float(expected.abs().max())
+    if not diff <= tolerance:
+        raise ExportError(
+            f"the {config.precision} TensorRT engine differs from torch by {diff:.3g} "
+            f"(> {tolerance:.3g}): export fp32, or report it with the model spec"
+        )
+    return diff, tolerance
