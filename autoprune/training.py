@@ -79,15 +79,7 @@ def train(
         for x, y in loader:
             if augment:
                 x = augment_batch(x, generator=crops)
-            logits = model(x)
-            if teacher is None:
-                loss = F.cross_entropy(logits, y)
-            else:
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-                loss = distillation_loss(
-                    logits, teacher_logits, y, temperature=distill_temperature, alpha=distill_alpha
-                )
+            loss = _loss(model, x, y, teacher, distill_temperature, distill_alpha)
             if penalty is not None:
                 loss = loss + penalty(step, total)
             for o in (opt, *optimizers):
@@ -102,19 +94,24 @@ def train(
             if step == total:
                 break
         if on_epoch is not None and step % per_epoch == 0:  # a complete pass: the loader drew its order
-            on_epoch(
-                {
-                    "step": step,
-                    "total": total,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "order_rng": order.get_state(),
-                    "augment_rng": crops.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                }
-            )
+            on_epoch({
+                "step": step, "total": total, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "order_rng": order.get_state(),
+                "augment_rng": crops.get_state(), "torch_rng": torch.get_rng_state(),
+            })  # fmt: skip
     model.eval()
+
+
+def _loss(
+    model: nn.Module, x: Tensor, y: Tensor, teacher: nn.Module | None, temperature: float, alpha: float
+) -> Tensor:
+    """Cross-entropy, or with a ``teacher`` the distillation loss (the teacher's forward without grad)."""
+    logits = model(x)
+    if teacher is None:
+        return F.cross_entropy(logits, y)
+    with torch.no_grad():
+        teacher_logits = teacher(x)
+    return distillation_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha)
 
 
 def _stream_seed(seed: int, stream: str) -> int:
