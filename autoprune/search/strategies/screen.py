@@ -41,6 +41,8 @@ from scipy.stats import kendalltau
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths
 from autoprune.search.projection import project_to_budget, shape_from_offsets
+from autoprune.search.rerank import Finetuned, uniform_guard
+from autoprune.search.rerank import widths_key as _key
 from autoprune.search.strategies._base import (
     FALLBACKS,
     SearchProblem,
@@ -55,13 +57,8 @@ from autoprune.search.workers import study_lock
 
 OFFSET = "o:"  # trial parameter prefix: a group's offset in [-1, 1]
 SAMPLERS = ("tpe", "random", "nsga2", "qmc")
-_FINETUNED = "screen_finetuned"  # study attribute: "widths|epochs|seed" -> validation accuracy
 _SUMMARY = "summary"
 _CALIBRATED = "screen_calibrated"  # study attribute: the rerank's networks timed and re-projected
-
-
-def _key(widths: Widths) -> str:
-    return ",".join(str(widths[k]) for k in sorted(widths))
 
 
 def _widest_within(latencies: list[float], limit_ms: float) -> int:
@@ -279,15 +276,7 @@ class ScreenStrategy(SearchStrategy):
         network = problem.network
         epochs = network.epochs if network is not None else 1.0
         seed = network.seed if network is not None else 0
-        cache: dict[str, float] = dict(study.user_attrs.get(_FINETUNED, {}))
-
-        def tuned(widths: Widths, ep: float, s: int) -> float:
-            k = f"{_key(widths)}|{ep:g}|{s}"
-            if k not in cache:
-                cache[k] = float(finetune(widths, ep, s))
-                study.set_user_attr(_FINETUNED, cache)
-            return cache[k]
-
+        tuned = Finetuned(study, finetune)
         ukey = _key(uniform)
         proxies = {_key(w): v for w, _, v, _ in screened}
         for w in [*top, uniform]:  # networks the calibration re-projected
@@ -300,20 +289,17 @@ class ScreenStrategy(SearchStrategy):
         best = next((k for k in order if k != ukey), None)
         widths_of = {_key(w): w for w in top} | {ukey: uniform}
         long = epochs * self.growth
-        seeds = (seed, seed + 1)
-        rung2 = {k: [tuned(widths_of[k], long, s) for s in seeds] for k in ([best] if best else []) + [ukey]}
+        rung2 = {
+            k: [tuned(widths_of[k], long, s) for s in (seed, seed + 1)]
+            for k in [*([best] if best else []), ukey]
+        }
         mean = {k: sum(v) / len(v) for k, v in rung2.items()}
-        spread = sum(abs(v[0] - v[1]) for v in rung2.values()) / len(rung2)
-        p = mean[ukey]
-        n = problem.val_size or 0
-        se = math.sqrt(2 * p * (1 - p) / n) if n > 0 else 0.0
-        noise = max(spread, se)
-        gain = (mean[best] - mean[ukey]) if best else 0.0
-        kept = best is not None and gain > noise
-        winner = best if kept else ukey
-        assert winner is not None
-        rest = [k for k in order if k not in rung2]
-        names = [winner, *[k for k in rung2 if k != winner], *rest]
+        guard = uniform_guard(rung2, uniform=ukey, best=best, val_size=problem.val_size or 0)
+        names = [
+            guard.winner,
+            *[k for k in rung2 if k != guard.winner],
+            *[k for k in order if k not in rung2],
+        ]
         accuracy = {k: mean.get(k, rung1[k]) for k in names}
         tau = (
             kendalltau([proxies[k] for k in rung1], [rung1[k] for k in rung1]).statistic
@@ -345,15 +331,9 @@ class ScreenStrategy(SearchStrategy):
                     for k in order
                 ],
                 "calibration": study.user_attrs.get(_CALIBRATED, []),
-                "gain_over_uniform": gain,
-                "noise": noise,
-                "guard": (
-                    f"kept the non-uniform winner: +{100 * gain:.2f} pp over uniform, noise "
-                    f"{100 * noise:.2f} pp"
-                    if kept
-                    else f"returned the uniform network: the best other was {100 * gain:+.2f} pp, within the "
-                    f"noise of {100 * noise:.2f} pp"
-                ),
+                "gain_over_uniform": guard.gain,
+                "noise": guard.noise,
+                "guard": guard.sentence(),
             },
         )
         return [Candidate(widths_of[k], float(problem.predict_ms(widths_of[k])), accuracy[k]) for k in names]
