@@ -32,7 +32,8 @@ def _declared(owner: Any, name: str) -> tuple[Any, Any]:
     if dataclasses.is_dataclass(owner):
         hints = typing.get_type_hints(owner)
         f = next(f for f in dataclasses.fields(owner) if f.name == name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
         return hints[name], default
     param = inspect.signature(owner).parameters[name]
     try:

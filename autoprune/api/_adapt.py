@@ -19,6 +19,7 @@ from autoprune import training
 from autoprune._console import Reporter
 from autoprune._io import atomic_write, write_json
 from autoprune.adapt.stamp import (
+    MaskGenerator,
     StampSettings,
     adapt_mask,
     fit_classifier,
@@ -199,7 +200,7 @@ def _budget(b: Bound, lp: LatencyPredictor, config: AdaptConfig, run_dir: Path) 
 def _generator(
     b: Bound, reference: Dataset, stamp: StampSettings, budget: _Budget, settings: dict[str, Any],
     run_dir: Path, reporter: Reporter,
-) -> tuple[torch.nn.Module, float, bool]:  # fmt: skip
+) -> tuple[MaskGenerator, float, bool]:  # fmt: skip
     """The mask generator meta-trained on the reference data, or the one a run with the same settings
     saved; with the seconds it took and whether it was reused."""
     predict_ms = budget.predict_ms

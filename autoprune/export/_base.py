@@ -15,9 +15,12 @@ from autoprune.prune import PrunedModel
 class Exported(Protocol):
     """What every format's export returns: the file, and how far its output is from torch's."""
 
-    path: Path
-    max_abs_diff: float
-    tolerance: float
+    @property
+    def path(self) -> Path: ...
+    @property
+    def max_abs_diff(self) -> float: ...
+    @property
+    def tolerance(self) -> float: ...
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def select_by_measurement(
         for cand, t in zip(batch, measure([c.widths for c in batch]), strict=True):
             measured.append(Measured.of(cand, t, budget_ms=budget_ms, tolerance=tolerance))
         return Selection(min(measured, key=lambda m: m.measured_ms), measured)
-    queue, bias, reranked = list(candidates), None, []
+    queue, bias = list(candidates), None
+    reranked: list[int] = []
     for _ in range(max_rounds):
         batch, queue = queue[:finalists], queue[finalists:]
         if not batch:

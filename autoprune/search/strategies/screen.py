@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from scipy.stats import kendalltau
@@ -232,7 +233,7 @@ class ScreenStrategy(SearchStrategy):
             nets = [ladder[best], *top]
             timings = problem.measure(nets)
             target = problem.budget_ms / (1.0 + problem.tolerance) ** 2
-            rows = []
+            rows: list[dict[str, Any]] = []
             for i, (w, t) in enumerate(zip(nets, timings, strict=True)):
                 predicted = float(problem.predict_ms(w))
                 bias = t.median_ms / predicted if predicted > 0 else 1.0
