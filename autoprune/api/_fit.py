@@ -56,7 +56,9 @@ def fit(
     accurate (``predictor.choose``); a kind's name saves that kind."""
     prof = read_profile(profile_path)
     features = features_for_profile(prof, model=model)
-    usable = prof if config.include_noisy else prof.without_noisy()
+    usable, note = prof.for_fitting(include_noisy=config.include_noisy)
+    if note is not None:
+        reporter.log(note)
     kinds = list(config.compare or [k for k in predictor_kinds() if features.lut or k not in _LUT_KINDS])
     auto = config.predictor == "auto"
     if not auto and config.predictor not in predictor_kinds():

@@ -96,6 +96,21 @@ class Profile:
         """The same profile, its flagged rows left out (renumbered from 0)."""
         return Profile(self.path, self.meta, self.rows[~self.noisy()].reset_index(drop=True))
 
+    def for_fitting(self, *, include_noisy: bool = False) -> tuple[Profile, str | None]:
+        """The rows a predictor is fit on: without those flagged noisy, unless ``include_noisy`` or more
+        than half are flagged (a host busy through the whole profile: leaving them out would leave too few
+        to fit, and the rest are no quieter); with a sentence saying so when rows were flagged."""
+        flagged, n = int(self.noisy().sum()), len(self.rows)
+        if include_noisy or not flagged:
+            return self, None
+        if flagged > n / 2:
+            return self, (
+                f"{flagged} of {n} networks were flagged noisy (the host was busy while profiling): fitting "
+                "on all of them; profile again on a quieter host for a closer predictor"
+            )
+        note = f"{flagged} of {n} networks flagged noisy left out (--include-noisy keeps them)"
+        return self.without_noisy(), note
+
 
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")

@@ -186,3 +186,22 @@ def test_a_format_2_profile_is_refused_with_the_command_that_remeasures_it(tmp_p
     with pytest.raises(ProfileError, match="format-2 profile, measured without drift correction") as err:
         read_profile(out)
     assert "autoprune profile" in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_a_predictor_is_fit_without_noisy_rows_unless_most_of_the_profile_is_noisy() -> None:
+    import pandas as pd
+
+    from autoprune.latency import Profile
+
+    def profile(noisy: list[bool]) -> Profile:
+        rows = pd.DataFrame({"w:a": range(len(noisy)), "latency_ms": 1.0, "noisy": noisy})
+        return Profile(path=None, meta={}, rows=rows)  # type: ignore[arg-type]
+
+    few = profile([False, True, False, False])
+    usable, note = few.for_fitting()
+    assert len(usable.rows) == 3 and note is not None and "1 of 4" in note
+    assert len(few.for_fitting(include_noisy=True)[0].rows) == 4
+    busy = profile([True, True, True, False])  # a host busy all along: leaving them out leaves 1
+    usable, note = busy.for_fitting()
+    assert len(usable.rows) == 4 and note is not None and "busy" in note
+    assert profile([False, False]).for_fitting()[1] is None
