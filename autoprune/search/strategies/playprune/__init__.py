@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import optuna
 from optuna.trial import TrialState
-from torch import Tensor
+from torch import Tensor, nn
 
 from autoprune import training
 from autoprune.config import SearchConfig
@@ -37,6 +37,7 @@ from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import Widths, keep_top
 from autoprune.search.gating import GatedNetwork
 from autoprune.search.strategies._base import (
+    DenseNetwork,
     SearchProblem,
     SearchStrategy,
     StrategyOption,
@@ -89,12 +90,7 @@ class PlayPruneStrategy(SearchStrategy):
         if max_drop is None:
             raise ConfigError(NEEDS_TOLERANCE)
         _record_tolerance(study, max_drop)
-        if "dense_accuracy" not in study.user_attrs:
-            dense = problem.dense_accuracy
-            if dense is None:  # scored as every step is: pruned (to dense widths), BN recalibrated
-                dense = network.accuracy(network.module, problem.space.dense(), problem.scores)
-            study.set_user_attr("dense_accuracy", float(dense))
-        dense_accuracy = float(study.user_attrs["dense_accuracy"])
+        dense_accuracy = _dense_accuracy(study, problem, network)
         space, scores = problem.space, problem.scores
         pruner = Pruner(space, scores, problem.predict_ms)
         done = _steps(study)
@@ -108,44 +104,7 @@ class PlayPruneStrategy(SearchStrategy):
         if state.start is not None:
             net, _ = load_start(state.start, network.module)
         game = _Game(state, copy.deepcopy(net.state_dict()), pruner.propose(state))
-
-        def step(trial: optuna.Trial) -> float:
-            """Fine-tune the proposal from the last accepted weights, score it, let the controller judge."""
-            state, proposal = game.state, game.next
-            assert proposal is not None  # the game stops when none is left
-            net.load_state_dict(game.weights)
-            gated = GatedNetwork(net, network.example, space.groups)
-            gated.fix(keep_top(scores, proposal))
-            training.train(
-                gated, network.train, epochs=network.epochs, lr=network.lr,
-                seed=network.seed + trial.number, parameters=list(net.parameters()), augment=network.augment,
-            )  # fmt: skip
-            gated.remove()
-            accuracy = float(network.accuracy(net, proposal, scores))
-            ok = within_tolerance(accuracy, dense_accuracy, max_drop)
-            start = None
-            if ok:
-                path = network.trial_file(self.name, study.study_name, trial.number)
-                start = save_start(path, net, scores)
-                game.weights = copy.deepcopy(net.state_dict())
-            after = controller_update(
-                state, proposal, accepted=ok, settings=self.settings, step=trial.number, start=start
-            )
-            game.next = pruner.propose(after)
-            if game.next is None:  # the game is over: nothing left to try from the last accepted
-                after = replace(after, done=True)
-                study.set_user_attr("game_over", True)
-            game.state = after
-            predicted = float(problem.predict_ms(proposal))
-            drop = 100.0 * (dense_accuracy - accuracy)
-            for key, value in {
-                "widths": proposal, "predicted_ms": predicted, "rate": state.rate, "accepted": ok,
-                "accuracy_drop_points": drop, "evaluated": True, "start": start, "state": after.to_dict(),
-            }.items():  # fmt: skip
-                trial.set_user_attr(key, value)
-            trial.set_constraint("tolerance", drop - max_drop)
-            trial.set_constraint("budget", _excess(predicted, problem.budget_ms))
-            return accuracy
+        step = _Step(self, problem, study, game, net, pruner, dense_accuracy, max_drop)
 
         report = on_trial or (lambda done, total: None)
         report(min(trained(study), trials), trials)
@@ -169,6 +128,71 @@ class _Game:
     state: GameState
     weights: dict[str, Tensor]
     next: Widths | None
+
+
+def _dense_accuracy(study: optuna.Study, problem: SearchProblem, network: DenseNetwork) -> float:
+    """The dense network's accuracy, scored once and kept in the study: as every step is (pruned to the
+    dense widths, BatchNorm recalibrated) unless the problem brings it."""
+    if "dense_accuracy" not in study.user_attrs:
+        dense = problem.dense_accuracy
+        if dense is None:
+            dense = network.accuracy(network.module, problem.space.dense(), problem.scores)
+        study.set_user_attr("dense_accuracy", float(dense))
+    return float(study.user_attrs["dense_accuracy"])
+
+
+@dataclass
+class _Step:
+    """One trial of the game: fine-tune the proposal from the last accepted weights, score it, let the
+    controller judge, and record it on the trial."""
+
+    strategy: PlayPruneStrategy
+    problem: SearchProblem
+    study: optuna.Study
+    game: _Game
+    net: nn.Module
+    pruner: Pruner
+    dense_accuracy: float
+    max_drop: float
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        game, net, problem = self.game, self.net, self.problem
+        network, space, scores = self.strategy.network_of(problem), problem.space, problem.scores
+        state, proposal = game.state, game.next
+        assert proposal is not None  # the game stops when none is left
+        net.load_state_dict(game.weights)
+        gated = GatedNetwork(net, network.example, space.groups)
+        gated.fix(keep_top(scores, proposal))
+        training.train(
+            gated, network.train, epochs=network.epochs, lr=network.lr,
+            seed=network.seed + trial.number, parameters=list(net.parameters()), augment=network.augment,
+        )  # fmt: skip
+        gated.remove()
+        accuracy = float(network.accuracy(net, proposal, scores))
+        ok = within_tolerance(accuracy, self.dense_accuracy, self.max_drop)
+        start = None
+        if ok:
+            path = network.trial_file(self.strategy.name, self.study.study_name, trial.number)
+            start = save_start(path, net, scores)
+            game.weights = copy.deepcopy(net.state_dict())
+        after = controller_update(
+            state, proposal, accepted=ok, settings=self.strategy.settings, step=trial.number, start=start
+        )
+        game.next = self.pruner.propose(after)
+        if game.next is None:  # the game is over: nothing left to try from the last accepted
+            after = replace(after, done=True)
+            self.study.set_user_attr("game_over", True)
+        game.state = after
+        predicted = float(problem.predict_ms(proposal))
+        drop = 100.0 * (self.dense_accuracy - accuracy)
+        for key, value in {
+            "widths": proposal, "predicted_ms": predicted, "rate": state.rate, "accepted": ok,
+            "accuracy_drop_points": drop, "evaluated": True, "start": start, "state": after.to_dict(),
+        }.items():  # fmt: skip
+            trial.set_user_attr(key, value)
+        trial.set_constraint("tolerance", drop - self.max_drop)
+        trial.set_constraint("budget", _excess(predicted, problem.budget_ms))
+        return accuracy
 
 
 def _steps(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
