@@ -45,6 +45,7 @@ from autoprune.search import (
     reference_scale,
     select_by_measurement,
 )
+from autoprune.search.allocation import scaled_down
 
 _SILENT = Reporter()
 FALLBACKS = 6
@@ -243,11 +244,8 @@ def _measured(b: Bound, widths: Widths, budget: _Budget, config: AdaptConfig) ->
     """The adapted network, or the first of its scaled-down fallbacks, that measures within the budget,
     judged on its ratio to the dense network timed beside it (as ``search``'s finalists)."""
     predict_ms = budget.predict_ms
-    candidates = [Candidate(widths, predict_ms(widths))]
-    for k in range(1, FALLBACKS + 1):
-        w = b.space.widest_uniform_within(budget.budget_ms * (1 - 0.03 * k), predict_ms, of=widths)
-        if all(w != c.widths for c in candidates):
-            candidates.append(Candidate(w, predict_ms(w)))
+    lower = scaled_down(b.space, widths, predict_ms, budget_ms=budget.budget_ms, fallbacks=FALLBACKS)
+    candidates = [Candidate(widths, predict_ms(widths)), *(Candidate(w, ms) for w, ms in lower)]
     tolerance = b.protocol.max_deviation if config.margin is None else config.margin
 
     def judged(widths_list: list[Widths]) -> list[Timing]:

@@ -78,6 +78,22 @@ def ladder(
     return out
 
 
+def scaled_down(
+    space: WidthSpace, widths: Widths, predict_ms: Callable[[Widths], float], *, budget_ms: float,
+    fallbacks: int, step: float = 0.03,
+) -> list[tuple[Widths, float]]:  # fmt: skip
+    """Narrower networks of ``widths``' shape: for each level ``step`` further below the budget
+    (``fallbacks`` of them), the widest uniform scaling of it predicted within the level; distinct, other
+    than ``widths``, with predictions. What a strategy's ranking ends in, so that a network fits even
+    when its winner measures over the budget."""
+    out: list[tuple[Widths, float]] = []
+    for k in range(1, fallbacks + 1):
+        w = space.widest_uniform_within(budget_ms * (1 - step * k), predict_ms, of=widths)
+        if w != widths and all(w != seen for seen, _ in out):
+            out.append((w, float(predict_ms(w))))
+    return out
+
+
 def gate_widths(
     space: WidthSpace,
     scores: Mapping[str, Tensor],

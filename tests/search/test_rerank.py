@@ -43,3 +43,20 @@ def test_fine_tunes_are_kept_in_the_study_and_read_back_by_a_new_reader() -> Non
     assert again({"a": 3, "b": 1}, 0.5, 1) == pytest.approx(1.3)
     assert calls == [(3, 0.5, 1)]
     assert first({"a": 3, "b": 1}, 1.5, 1) == pytest.approx(1.3) and len(calls) == 2  # other epochs: trained
+
+
+def test_fallbacks_are_the_same_shape_scaled_under_each_lower_level() -> None:
+    from contracts.strategy import BUDGET, SPACE, latency
+
+    from autoprune.search.allocation import scaled_down
+
+    widths = SPACE.widest_uniform_within(BUDGET, latency)
+    lower = scaled_down(SPACE, widths, latency, budget_ms=BUDGET, fallbacks=4, step=0.05)
+    assert 1 <= len(lower) <= 4
+    seen = [w for w, _ in lower]
+    assert widths not in seen and len({tuple(sorted(w.items())) for w in seen}) == len(seen)
+    for w, ms in lower:
+        assert ms == latency(w) <= BUDGET * (1 - 0.05)  # under the first level at least
+        assert all(w[g] <= widths[g] for g in widths)  # scaled down, never wider
+    assert [ms for _, ms in lower] == sorted((ms for _, ms in lower), reverse=True)
+    assert scaled_down(SPACE, widths, latency, budget_ms=BUDGET, fallbacks=0) == []

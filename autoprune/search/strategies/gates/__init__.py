@@ -24,6 +24,7 @@ from collections.abc import Callable
 import optuna
 
 from autoprune.errors import ConfigError
+from autoprune.search.allocation import scaled_down
 from autoprune.search.strategies._base import (
     FALLBACKS,
     DenseNetwork,
@@ -122,10 +123,9 @@ class GatesStrategy(SearchStrategy):
             every = max(1, len(result.trace) // 10)  # the gates' predicted latency along the training
             trial.set_user_attr("trace_ms", [round(ms, 6) for ms in result.trace[::every]])
             trial.set_user_attr("start", start)
-            levels = [problem.budget_ms * (1 - self.fallback_step * k) for k in range(1, self.fallbacks + 1)]
-            steps = [space.widest_uniform_within(level, problem.predict_ms, of=widths) for level in levels]
-            steps = [w for i, w in enumerate(steps) if w != widths and w not in steps[:i]]
-            trial.set_user_attr("fallbacks", [[w, float(problem.predict_ms(w))] for w in steps])
+            steps = scaled_down(space, widths, problem.predict_ms, budget_ms=problem.budget_ms,
+                                fallbacks=self.fallbacks, step=self.fallback_step)  # fmt: skip
+            trial.set_user_attr("fallbacks", [[w, ms] for w, ms in steps])
             trial.set_user_attr("evaluated", True)
             trial.set_constraint("budget", predicted - problem.budget_ms)
             return network.accuracy(result.module, widths, result.scores)
