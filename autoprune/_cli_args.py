@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(sub: Any) -> None:
     p = sub.add_parser("train", help="train the dense model")
     p.add_argument(
-        "model", help="resnet20 | resnet56 | vgg11_bn | mobilenet_v2 | torchvision:NAME | file.py:factory"
+        "model",
+        help="resnet20 | resnet56 | vgg11_bn | mobilenet_v2 | torchvision:NAME | timm:NAME | file.py:factory",
     )
     p.add_argument(
         "--data",

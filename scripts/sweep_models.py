@@ -1,9 +1,13 @@
-"""Sweep every torchvision classification model through autoprune's graph, prune and export path.
+"""Sweep torchvision's classification models (or timm's CNN families) through autoprune's graph, prune and
+export path.
 
     python scripts/sweep_models.py --out docs/models.md [--cache docs/models.jsonl] [--models a,b]
+    python scripts/sweep_models.py --source timm [--models a,b]   # docs/models-timm.md (+ .jsonl)
 
-For each model of ``torchvision.models.list_models(module=torchvision.models)``, untrained (10 classes), at
-64x64 (or, when the model cannot run at 64x64, the minimum size its torchvision weights declare): build the
+For each model of ``torchvision.models.list_models(module=torchvision.models)`` (``--source timm``: one or
+two small members of each convolutional family of timm, ``TIMM_FAMILIES``), untrained (10 classes), at
+64x64 (or, when the model cannot run at 64x64, the minimum size its torchvision weights declare; timm: the
+first of 75, 96, 128 that runs, else the size its config declares): build the
 ChannelGraph, score the channels (l1), and for a few widths (dense, every group at ~50 %, a seeded random
 choice per group) prune physically with ``autoprune.prune.prune_model``, run a forward pass, export ONNX
 with ``autoprune.export.export_onnx`` (which checks onnxruntime's outputs against torch's) and, for the
@@ -34,18 +38,57 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SIZES = (64,)  # tried first; then the minimum size the model's torchvision weights declare
+SIZES = (64,)  # tried first; then the minimum size the model's pretrained weights declare
 CLASSES = 10
 
+# timm's convolutional families, one or two small members each (``--source timm`` sweeps these, in this
+# order; ``--models`` takes any other timm name too).
+TIMM_FAMILIES: dict[str, tuple[str, ...]] = {
+    "resnet": ("resnet18", "resnet10t"),
+    "resnetv2": ("resnetv2_50",),
+    "resnext (byobnet)": ("resnext26ts",),
+    "regnet": ("regnetx_002", "regnety_002"),
+    "efficientnet": ("efficientnet_b0", "tf_efficientnet_b0"),
+    "mobilenetv3": ("mobilenetv3_small_100",),
+    "mobilenetv4": ("mobilenetv4_conv_small",),
+    "ghostnet": ("ghostnet_100",),
+    "rexnet": ("rexnet_100",),
+    "dla": ("dla34",),
+    "dpn": ("dpn68",),
+    "cspnet": ("cspresnet50", "cspdarknet53"),
+    "convnext": ("convnext_atto",),
+    "repvgg (byobnet)": ("repvgg_a0",),
+    "mixnet": ("mixnet_s",),
+    "hrnet": ("hrnet_w18_small",),
+    "vovnet": ("ese_vovnet19b_dw",),
+    "densenet": ("densenet121",),
+    "inception": ("inception_v3",),
+    "xception": ("xception41", "legacy_xception"),
+    "senet / sknet": ("seresnet18", "skresnet18"),
+    "res2net": ("res2net50_14w_8s",),
+    "selecsls": ("selecsls42b",),
+    "mobileone": ("mobileone_s0",),
+    "vgg": ("vgg11",),
+}
 
-def _torchvision_names() -> list[str]:
+
+def _names(source: str) -> list[str]:
+    if source == "timm":
+        return [n for members in TIMM_FAMILIES.values() for n in members]
     import torchvision
 
     return list(torchvision.models.list_models(module=torchvision.models))
 
 
-def _params(name: str) -> int:
-    """The parameter count torchvision's weight metadata gives (1000 classes), without building it."""
+def _family(name: str) -> str:
+    return next((f for f, members in TIMM_FAMILIES.items() if name in members), "")
+
+
+def _params(name: str, source: str = "torchvision") -> int:
+    """The parameter count torchvision's weight metadata gives (1000 classes), without building it; 0 for
+    timm (its metadata has none: ``--source timm`` keeps the families' order)."""
+    if source != "torchvision":
+        return 0
     import torchvision
 
     try:
@@ -54,7 +97,12 @@ def _params(name: str) -> int:
         return 0
 
 
-def _min_size(name: str) -> int:
+def _min_size(name: str, net: Any, source: str) -> int:
+    """The smallest input the model's pretrained weights declare (timm: ``min_input_size``, else the
+    ``input_size`` it was trained at), 224 when unknown."""
+    if source == "timm":
+        cfg = getattr(net, "pretrained_cfg", None) or {}
+        return int(max((cfg.get("min_input_size") or cfg.get("input_size") or (3, 224, 224))[1:]))
     import torchvision
 
     try:
@@ -84,8 +132,8 @@ def calibrate(net: Any, shape: list[int]) -> None:
         net.eval()
 
 
-def run_one(name: str) -> dict[str, Any]:
-    """Sweep one model in this process; the row to cache."""
+def run_one(name: str, source: str = "torchvision") -> dict[str, Any]:
+    """Sweep one model of ``source`` in this process; the row to cache."""
     import random
 
     import torch
@@ -99,7 +147,7 @@ def run_one(name: str) -> dict[str, Any]:
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    spec = f"torchvision:{name}"
+    spec = f"{source}:{name}"
     row: dict[str, Any] = {"model": name, "widths": []}
     start = time.perf_counter()
     stage = "build"
@@ -112,7 +160,9 @@ def run_one(name: str) -> dict[str, Any]:
         row["params_m"] = round(sum(p.numel() for p in net.parameters()) / 1e6, 2)
         stage = "forward (dense)"
         size = None
-        for s in (*SIZES, _min_size(name), 224):  # 224: the size torchvision builds ViTs for
+        # timm declares no minimum size: try a few before the size it was trained at (inception_v3: 75)
+        ladder = (75, 96, 128) if source == "timm" else ()
+        for s in (*SIZES, *ladder, _min_size(name, net, source), 224):  # 224: torchvision's ViTs
             try:
                 check_forward(net, spec, [1, 3, s, s])
                 size = s
@@ -192,7 +242,9 @@ def run_one(name: str) -> dict[str, Any]:
     return row
 
 
-def run_isolated(name: str, *, timeout: float, memory_gb: float) -> dict[str, Any]:
+def run_isolated(
+    name: str, *, timeout: float, memory_gb: float, source: str = "torchvision"
+) -> dict[str, Any]:
     """Run one model in a child process under a time and address-space limit."""
 
     def limit() -> None:
@@ -200,7 +252,7 @@ def run_isolated(name: str, *, timeout: float, memory_gb: float) -> dict[str, An
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         os.nice(0)
 
-    cmd = [sys.executable, __file__, "--one", name]
+    cmd = [sys.executable, __file__, "--one", name, "--source", source]
     try:
         done = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=limit, check=False
@@ -230,7 +282,13 @@ def load_cache(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note: str = "") -> str:
+def render(
+    rows: dict[str, dict[str, Any]],
+    names: list[str],
+    command: str,
+    note: str = "",
+    source: str = "torchvision",
+) -> str:
     import torch
     import torch_pruning
     import torchvision
@@ -253,11 +311,25 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"torch-pruning {torch_pruning.__version__}"
     )
+    if source == "timm":
+        import timm
+
+        versions += f", timm {timm.__version__}"
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), Python {platform.python_version()}"
-    header = ("model", "status", "input", "params (M)", "groups", "prunable ch.", "kept (random)")
+    header: tuple[str, ...] = (
+        "model",
+        "status",
+        "input",
+        "params (M)",
+        "groups",
+        "prunable ch.",
+        "kept (random)",
+    )
     header += ("max abs logit", "ONNX diff", "exporter", "s", "note")
+    if source == "timm":
+        header = ("family", *header)
     lines = [
-        "# torchvision models through autoprune",
+        f"# {source} models through autoprune",
         "",
         f"Command: `{command}`{note}  ",
         f"Machine: {machine}, {versions}  ",
@@ -265,11 +337,11 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note
         "",
         f"**{len(names)} models: {summary}.**",
         "",
-        "Every torchvision classification model "
-        "(`torchvision.models.list_models(module=torchvision.models)`), "
-        f"untrained with {CLASSES} classes (an all-zero weight, as ViT's head, drawn at random so that the "
-        "parity check means something), at 64x64 or, when it cannot run that small, the minimum size its "
-        "torchvision weights declare. *works*: the channel graph was built and, at three widths (dense, "
+        _scope(source)
+        + f"untrained with {CLASSES} classes (an all-zero weight, as ViT's head, drawn at random so that the "
+        "parity check means something), at 64x64 or, when it cannot run that small, "
+        + _fallback_size(source)
+        + ". *works*: the channel graph was built and, at three widths (dense, "
         "every group at ~50 %, a seeded random width per group between 25 % and 100 %), the network was "
         "pruned physically, ran forward, was saved and reloaded (random widths) and exported to ONNX with "
         "onnxruntime's outputs within tolerance of torch's. *refused*: autoprune stopped at the start with "
@@ -284,15 +356,17 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note
         "",
         "This full list comes from `scripts/sweep_models.py` (resumable: rows are cached in the JSON-lines "
         "file beside this one). The test suite runs one small member of each family "
-        "(`tests/models/test_torchvision_sweep.py`, marked slow).",
+        f"(`tests/models/test_{source}_sweep.py`, marked slow)." + _elsewhere(source),
         "",
+        *_causes(source),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for n in names:
         r = rows.get(n)
+        first = f"| {_family(n)} | {n}" if source == "timm" else f"| {n}"
         if r is None:
-            lines.append(f"| {n} | pending | | | | | | | | | |")
+            lines.append(f"{first} | pending | | | | | | | | | |")
             continue
         ws = r.get("widths", [])
         rand = next((w for w in ws if w["widths"] == "random"), None)
@@ -305,7 +379,7 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note
             note = f"{r.get('stage', '')}: {note}" + (f" ({r['where']})" if r.get("where") else "")
         note = note.replace("|", "\\|")
         lines.append(
-            f"| {n} | {r.get('status')} | {r.get('input', '')} | {r.get('params_m', '')} | "
+            f"{first} | {r.get('status')} | {r.get('input', '')} | {r.get('params_m', '')} | "
             f"{r.get('groups', '')} | {r.get('prunable_channels', '')} | {rand['kept'] if rand else ''} | "
             f"{logit} | {'' if diff is None else f'{diff:.2g}'} | {', '.join(exporters)} | "
             f"{r.get('seconds', '')} | {note} |"
@@ -313,19 +387,75 @@ def render(rows: dict[str, dict[str, Any]], names: list[str], command: str, note
     return "\n".join(lines) + "\n"
 
 
+def _fallback_size(source: str) -> str:
+    if source == "timm":  # timm declares no minimum size
+        return "the smallest of 75, 96 and 128 that runs, else the input size its timm config declares"
+    return f"the minimum size its {source} weights declare"
+
+
+def _elsewhere(source: str) -> str:
+    if source == "timm":
+        return " The torchvision models are in `docs/models.md`."
+    return " timm's CNN families (`timm:NAME`) are in `docs/models-timm.md`."
+
+
+def _causes(source: str) -> list[str]:
+    """What the sweep found behind the rows that do not work (timm), as diagnosed when it was run."""
+    if source != "timm":
+        return []
+    return [
+        "Causes found (torch-pruning 1.6.0; the fixes belong in `autoprune/graph`, not in per-model code): "
+        "*torch.split(x, n)* (CSPNet, Res2Net, SKNet's split input): Torch-Pruning gives the split one "
+        "chunk per consumer, not per chunk, so where a chunk feeds several ops a group's indices run past a "
+        "layer (IndexError while scoring: *failed*) or a pruned group empties a convolution (*refused* with "
+        "the fixed-width message, which names the wrong cause); GhostNet's `cat([x1, cheap(x1)])[:, :out]` "
+        "likewise empties its primary convolution when a group is pruned; RexNet's "
+        "`cat([x[:, :C] + shortcut, x[:, C:]])` keeps Torch-Pruning's group search (`get_all_groups`) "
+        "running past this sweep's time limit; DPN's dual-path `cat` is refused when the graph is built; "
+        "MixNet's `MixedConv2d` splits its input by stored channel counts (a fixed width).",
+        "",
+    ]
+
+
+def _scope(source: str) -> str:
+    """The start of the sentence that says which models the table holds."""
+    if source == "timm":
+        return (
+            "One or two small members of each convolutional family of timm (`TIMM_FAMILIES` in the script; "
+            "built with `timm.create_model(name, pretrained=False, num_classes=10)`, as `timm:NAME` is), "
+        )
+    return (
+        "Every torchvision classification model "
+        "(`torchvision.models.list_models(module=torchvision.models)`), "
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("docs/models.md"))
+    ap.add_argument(
+        "--source",
+        choices=("torchvision", "timm"),
+        default="torchvision",
+        help="torchvision: every classifier; timm: TIMM_FAMILIES (needs timm installed)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="docs/models.md (timm: docs/models-timm.md) by default"
+    )
     ap.add_argument(
         "--cache", type=Path, default=None, help="JSON lines of finished rows (default: OUT.jsonl)"
     )
-    ap.add_argument("--models", default="", help="comma-separated subset (default: all)")
+    ap.add_argument(
+        "--models", default="", help="comma-separated subset or, for timm, more names (default: all)"
+    )
     ap.add_argument("--retry", action="store_true", help="run the failed and not-run rows again")
     ap.add_argument("--redo", default="", help="comma-separated models to run again whatever their row")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per model")
     ap.add_argument("--memory-gb", type=float, default=12.0, help="address-space limit per model process")
     ap.add_argument(
-        "--max-params", type=float, default=200.0, help="models with more million parameters are not run"
+        "--max-params",
+        type=float,
+        default=200.0,
+        help="torchvision models with more million parameters are not run (timm: no metadata, all run)",
     )
     ap.add_argument(
         "--skip",
@@ -338,12 +468,17 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one)), flush=True)
+        print(json.dumps(run_one(args.one, args.source)), flush=True)
         return
+    source = args.source
+    if args.out is None:
+        args.out = Path("docs/models.md" if source == "torchvision" else f"docs/models-{source}.md")
     cache = args.cache or args.out.with_suffix(".jsonl")
-    names = _torchvision_names()
+    names = _names(source)
     todo = [n for n in args.models.split(",") if n] or list(names)
-    todo.sort(key=_params)  # small models first: a partial sweep covers the most
+    if source == "timm":
+        names += [n for n in todo if n not in names]  # a timm name outside TIMM_FAMILIES gets a row too
+    todo.sort(key=lambda n: _params(n, source))  # small models first: a partial sweep covers the most
     rows = load_cache(cache)
     redo = {n for n in args.redo.split(",") if n}
     skip = dict(item.split("=", 1) for item in args.skip)
@@ -365,24 +500,24 @@ def main() -> None:
         print(f"{datetime.now(timezone.utc):%H:%M:%S} {name} ...", flush=True)
         if name in skip:
             row = {"model": name, "status": "not run", "message": skip[name]}
-        elif _params(name) > args.max_params * 1e6:
+        elif _params(name, source) > args.max_params * 1e6:
             row = {
                 "model": name,
                 "status": "not run",
-                "params_m": round(_params(name) / 1e6, 1),
+                "params_m": round(_params(name, source) / 1e6, 1),
                 "message": f"over this sweep's --max-params {args.max_params:g}M (time and memory on this "
                 "shared machine); run it with a larger --max-params",
             }
         else:
-            row = run_isolated(name, timeout=args.timeout, memory_gb=args.memory_gb)
+            row = run_isolated(name, timeout=args.timeout, memory_gb=args.memory_gb, source=source)
         row["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         print(f"    {row['status']} {row.get('seconds', '')} s {row.get('message', '')}", flush=True)
         rows[name] = row
         cache.parent.mkdir(parents=True, exist_ok=True)
         with cache.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        args.out.write_text(render(rows, names, command, note))
-    args.out.write_text(render(rows, names, command, note))
+        args.out.write_text(render(rows, names, command, note, source))
+    args.out.write_text(render(rows, names, command, note, source))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Model registry (``create_model("resnet20")``, ``torchvision:NAME``, ``file.py:factory``), checkpoints."""
+"""Model registry (``create_model("resnet20")``, ``torchvision:NAME``, ``timm:NAME``, ``file.py:factory``),
+checkpoints."""
 
 from __future__ import annotations
 

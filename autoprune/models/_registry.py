@@ -1,4 +1,4 @@
-"""Model specs -> modules: built-in names, ``torchvision:NAME`` and ``path/to/file.py:factory``."""
+"""Model specs -> modules: built-in names, ``torchvision:NAME``, ``timm:NAME``, ``file.py:factory``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from autoprune.errors import ModelError
+from autoprune.models._timm import timm_model
 
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFactory] = {}
@@ -31,17 +32,19 @@ def list_models() -> list[str]:
 
 
 def create_model(spec: str, *, num_classes: int = 10) -> nn.Module:
-    """Build an untrained model from a spec; unknown or broken specs raise a one-line ModelError."""
+    """Build an untrained model from a spec; unknown or broken specs raise a one-line ModelError (a
+    library a source needs but is not installed: a one-line ConfigError naming the install)."""
     if spec in _REGISTRY:
         return _REGISTRY[spec](num_classes=num_classes)
-    if spec.startswith("torchvision:"):
-        return _torchvision_model(spec.split(":", 1)[1], num_classes)
+    prefix, _, name = spec.partition(":")
+    if prefix in SOURCES:
+        return SOURCES[prefix](name, num_classes)
     if ".py:" in spec:
         path, _, factory = spec.rpartition(":")
         return _file_model(Path(path), factory, num_classes)
     raise ModelError(
         f"unknown model '{spec}': use one of {', '.join(list_models())}, "
-        "torchvision:NAME, or path/to/file.py:factory"
+        f"{', '.join(f'{p}:NAME' for p in SOURCES)}, or path/to/file.py:factory"
     )
 
 
@@ -55,6 +58,14 @@ def _torchvision_model(name: str, num_classes: int) -> nn.Module:
         )
     # weights=None: nothing is ever downloaded; the user's checkpoint supplies trained weights.
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+# Which library builds a ``PREFIX:NAME`` spec: each builder takes (name, num_classes), imports its library
+# only when called, and builds untrained (weights come from the user's checkpoint; nothing is downloaded).
+SOURCES: dict[str, Callable[[str, int], nn.Module]] = {
+    "torchvision": _torchvision_model,
+    "timm": timm_model,  # optional: pip install "autoprune[timm]"
+}
 
 
 def _file_model(path: Path, factory_name: str, num_classes: int) -> nn.Module:
