@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autoprune._console import Reporter
 from autoprune._io import write_json
@@ -14,6 +15,7 @@ from autoprune.latency import read_profile
 from autoprune.predictor import (
     Choice,
     Comparison,
+    Features,
     LatencyPredictor,
     choose,
     compare,
@@ -59,17 +61,8 @@ def fit(
     usable, note = prof.for_fitting(include_noisy=config.include_noisy)
     if note is not None:
         reporter.log(note)
-    kinds = list(config.compare or [k for k in predictor_kinds() if features.lut or k not in _LUT_KINDS])
     auto = config.predictor == "auto"
-    if not auto and config.predictor not in predictor_kinds():
-        raise ConfigError(
-            f"unknown predictor '{config.predictor}': use auto or one of {', '.join(predictor_kinds())}"
-        )
-    if not auto and config.predictor not in kinds:
-        kinds.insert(0, config.predictor)
-    options = {"lpnet": config.lpnet_options(), **{k: {"seed": config.seed} for k in _SEEDED_KINDS}}
-    for kind in kinds:  # an unknown name or a missing lookup table fails now, before any work
-        make_predictor(kind, features, **options.get(kind, {}))
+    kinds, options = _kinds(config, features)
     step = reporter.task(f"fit: comparing {len(kinds)} predictors")
     done = iter(range(1, len(kinds) + 1))
     comparison = compare(
@@ -96,18 +89,11 @@ def fit(
     chosen.save(out)
     used = len(usable.rows)
     rows = {"total": len(prof.rows), "used": used, "noisy_left_out": len(prof.rows) - used}
-    metrics_path = write_json(
-        out.with_suffix(".json"),
-        {
-            "profile": str(prof.path),
-            "chosen": choice.kind,
-            "reason": choice.reason,
-            "chosen_by": choice.by,
-            "fit": config.to_dict(),
-            "rows": rows,
-            **comparison.to_dict(),
-        },
-    )
+    metrics = {
+        "profile": str(prof.path), "chosen": choice.kind, "reason": choice.reason, "chosen_by": choice.by,
+        "fit": config.to_dict(), "rows": rows, **comparison.to_dict(),
+    }  # fmt: skip
+    metrics_path = write_json(out.with_suffix(".json"), metrics)
     plot = calibration_plot(
         out.with_suffix(".calibration.png"),
         comparison.measured,
@@ -115,6 +101,22 @@ def fit(
         title=f"{prof.meta['model']} on {prof.meta['backend']}: {len(comparison.measured)} held-out networks",
     )
     return FitResult(chosen, choice, comparison, out, metrics_path, plot, rows)
+
+
+def _kinds(config: FitConfig, features: Features) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The kinds to compare (the asked-for one included) and each one's options; an unknown name or a
+    missing lookup table fails now, before any work."""
+    kinds = list(config.compare or [k for k in predictor_kinds() if features.lut or k not in _LUT_KINDS])
+    if config.predictor != "auto" and config.predictor not in predictor_kinds():
+        raise ConfigError(
+            f"unknown predictor '{config.predictor}': use auto or one of {', '.join(predictor_kinds())}"
+        )
+    if config.predictor != "auto" and config.predictor not in kinds:
+        kinds.insert(0, config.predictor)
+    options = {"lpnet": config.lpnet_options(), **{k: {"seed": config.seed} for k in _SEEDED_KINDS}}
+    for kind in kinds:
+        make_predictor(kind, features, **options.get(kind, {}))
+    return kinds, options
 
 
 _LUT_KINDS = ("lut", "lut_linear")
