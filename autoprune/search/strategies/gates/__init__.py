@@ -19,11 +19,13 @@ trial's own network and cost only a measurement.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 import optuna
 
 from autoprune.errors import ConfigError
+from autoprune.graph import Widths
 from autoprune.search.allocation import scaled_down
 from autoprune.search.strategies._base import (
     FALLBACKS,
@@ -73,10 +75,9 @@ class GatesStrategy(SearchStrategy):
         trials: int,
         on_trial: Callable[[int, int], None] | None = None,
     ) -> list[Candidate]:
-        network = _network(problem)
+        _network(problem)  # a predictor without gradients is refused before any work
         space = problem.space
         low = space.min_ratio
-        high = max(low, self.max_min_ratio)
         with study_lock(study):  # one worker of a shared study enqueues it
             if not study.trials:
                 d = self.defaults
@@ -92,44 +93,7 @@ class GatesStrategy(SearchStrategy):
         # inside the profile's region (at the dense corner a learnt predictor's slope can even be wrong).
         start_widths = space.widest_uniform_within(problem.budget_ms, problem.predict_ms)
 
-        def objective(trial: optuna.Trial) -> float:
-            settings = GateSettings(
-                weight=trial.suggest_float("weight", *self.weight, log=True),
-                gate_lr=trial.suggest_float("gate_lr", *self.gate_lr, log=True),
-                min_ratio=trial.suggest_float("min_ratio", low, high),
-                warmup=self.defaults.warmup,
-                pull=self.defaults.pull,
-                settle=self.defaults.settle,
-                hidden=self.defaults.hidden,
-            )
-            assert network.latency is not None  # checked by _network
-            result = train_gates(
-                copy.deepcopy(network.module), network.example, space, network.train,
-                latency=network.latency, budget_ms=problem.budget_ms, epochs=network.epochs,
-                lr=network.lr, settings=settings, seed=network.seed, start=start_widths,
-                augment=network.augment,
-            )  # fmt: skip
-            widths = result.widths
-            predicted = float(problem.predict_ms(widths))
-            start = save_start(
-                network.trial_file(self.name, study.study_name, trial.number),
-                result.module,
-                result.scores,
-            )
-            trial.set_user_attr("widths", widths)
-            trial.set_user_attr("predicted_ms", predicted)
-            trial.set_user_attr("gated_ms", result.latency_ms)  # the gates' own count, before the grid
-            trial.set_user_attr("open_channels", result.counts)
-            every = max(1, len(result.trace) // 10)  # the gates' predicted latency along the training
-            trial.set_user_attr("trace_ms", [round(ms, 6) for ms in result.trace[::every]])
-            trial.set_user_attr("start", start)
-            steps = scaled_down(space, widths, problem.predict_ms, budget_ms=problem.budget_ms,
-                                fallbacks=self.fallbacks, step=self.fallback_step)  # fmt: skip
-            trial.set_user_attr("fallbacks", [[w, ms] for w, ms in steps])
-            trial.set_user_attr("evaluated", True)
-            trial.set_constraint("budget", predicted - problem.budget_ms)
-            return network.accuracy(result.module, widths, result.scores)
-
+        objective = functools.partial(self._trial, problem=problem, study=study, start_widths=start_widths)
         train_trials(study, objective, trials=trials, on_trial=on_trial)
         ranked = ranked_candidates(study, space)
         fallbacks = [
@@ -139,6 +103,51 @@ class GatesStrategy(SearchStrategy):
             for w, ms in study.trials[c.trial].user_attrs.get("fallbacks", [])
         ]
         return ranked + fallbacks
+
+    def _trial(
+        self, trial: optuna.Trial, problem: SearchProblem, study: optuna.Study, start_widths: Widths
+    ) -> float:
+        """One trial: gate settings drawn, the network trained with its gates from ``start_widths``, its
+        grid network, weights and fallbacks recorded, its accuracy returned."""
+        network, space = _network(problem), problem.space
+        low = space.min_ratio
+        high = max(low, self.max_min_ratio)
+        settings = GateSettings(
+            weight=trial.suggest_float("weight", *self.weight, log=True),
+            gate_lr=trial.suggest_float("gate_lr", *self.gate_lr, log=True),
+            min_ratio=trial.suggest_float("min_ratio", low, high),
+            warmup=self.defaults.warmup,
+            pull=self.defaults.pull,
+            settle=self.defaults.settle,
+            hidden=self.defaults.hidden,
+        )
+        assert network.latency is not None  # checked by _network
+        result = train_gates(
+            copy.deepcopy(network.module), network.example, space, network.train,
+            latency=network.latency, budget_ms=problem.budget_ms, epochs=network.epochs,
+            lr=network.lr, settings=settings, seed=network.seed, start=start_widths,
+            augment=network.augment,
+        )  # fmt: skip
+        widths = result.widths
+        predicted = float(problem.predict_ms(widths))
+        start = save_start(
+            network.trial_file(self.name, study.study_name, trial.number),
+            result.module,
+            result.scores,
+        )
+        trial.set_user_attr("widths", widths)
+        trial.set_user_attr("predicted_ms", predicted)
+        trial.set_user_attr("gated_ms", result.latency_ms)  # the gates' own count, before the grid
+        trial.set_user_attr("open_channels", result.counts)
+        every = max(1, len(result.trace) // 10)  # the gates' predicted latency along the training
+        trial.set_user_attr("trace_ms", [round(ms, 6) for ms in result.trace[::every]])
+        trial.set_user_attr("start", start)
+        steps = scaled_down(space, widths, problem.predict_ms, budget_ms=problem.budget_ms,
+                            fallbacks=self.fallbacks, step=self.fallback_step)  # fmt: skip
+        trial.set_user_attr("fallbacks", [[w, ms] for w, ms in steps])
+        trial.set_user_attr("evaluated", True)
+        trial.set_constraint("budget", predicted - problem.budget_ms)
+        return network.accuracy(result.module, widths, result.scores)
 
 
 def _network(problem: SearchProblem) -> DenseNetwork:
