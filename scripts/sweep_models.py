@@ -404,15 +404,17 @@ def _causes(source: str) -> list[str]:
     if source != "timm":
         return []
     return [
-        "Causes found (torch-pruning 1.6.0; the fixes belong in `autoprune/graph`, not in per-model code): "
-        "*torch.split(x, n)* (CSPNet, Res2Net, SKNet's split input): Torch-Pruning gives the split one "
-        "chunk per consumer, not per chunk, so where a chunk feeds several ops a group's indices run past a "
-        "layer (IndexError while scoring: *failed*) or a pruned group empties a convolution (*refused* with "
-        "the fixed-width message, which names the wrong cause); GhostNet's `cat([x1, cheap(x1)])[:, :out]` "
-        "likewise empties its primary convolution when a group is pruned; RexNet's "
-        "`cat([x[:, :C] + shortcut, x[:, C:]])` keeps Torch-Pruning's group search (`get_all_groups`) "
-        "running past this sweep's time limit; DPN's dual-path `cat` is refused when the graph is built; "
-        "MixNet's `MixedConv2d` splits its input by stored channel counts (a fixed width).",
+        "Causes found (torch-pruning 1.6.0): *torch.split(x, n)* (CSPNet, Res2Net, MixNet, SKNet's split "
+        "input) keeps its sizes in the model's code, and Torch-Pruning gives the split one chunk per op that "
+        "reads it, not one per chunk (a group's indices ran past a layer: IndexError while scoring); "
+        "`ChannelGraph` now leaves every group through a split of the channel axis dense, as it does for "
+        "grouped convolutions, and those families work. Still open: GhostNet's `cat([x1, cheap(x1)])` added "
+        "to a shortcut and SKNet's reshaped attention map two of the group root's channels onto one channel "
+        "of a layer, so pruning the group empties a convolution (*refused*, naming the emptied layer); "
+        "RexNet's `cat([x[:, :C] + shortcut, x[:, C:]])` chains make Torch-Pruning's group search "
+        "(`get_all_groups`) re-walk a layer for every new subset of its indices, which does not end (*not "
+        "run*: over the sweep's time limit; `timm:rexnet_100` hangs when its graph is built); DPN's "
+        "dual-path `cat` is refused when the graph is built.",
         "",
     ]
 

@@ -63,8 +63,9 @@ class ChannelGraph:
             outs = [dep.target.module for dep, _ in group if self.dg.is_out_channel_pruning_fn(dep.handler)]
             # A grouped (non-depthwise) convolution anywhere in the group, producing its channels or
             # reading them, splits them into fixed blocks that Torch-Pruning does not keep consistent
-            # here: the group stays dense.
-            if any(_is_grouped_conv(dep.target.module) for dep, _ in group):
+            # here; a split of the channel axis keeps its sizes in the model's code (and Torch-Pruning
+            # maps one chunk per op that reads the split, not one per chunk): the group stays dense.
+            if any(_is_grouped_conv(dep.target.module) or _splits_channels(dep.target) for dep, _ in group):
                 continue
             members = tuple(sorted({names[m] for m in outs if m in names}, key=order.__getitem__))
             root = group[0].dep
@@ -73,8 +74,9 @@ class ChannelGraph:
         if not found:
             raise ModelError(
                 f"the model has no prunable channel group (all {len(all_groups)} groups Torch-Pruning found "
-                f"end in the classifier '{names.get(classifier, '?')}' or touch a grouped convolution): "
-                "autoprune cannot shrink it; use a model with ordinary convolutions or linear layers"
+                f"end in the classifier '{names.get(classifier, '?')}', touch a grouped convolution or pass "
+                "through a split of the channel axis): autoprune cannot shrink it; use a model with ordinary "
+                "convolutions or linear layers"
             )
         found.sort(key=lambda item: order[item[0].name])
         self.groups: list[ChannelGroup] = [g for g, _, _ in found]
@@ -159,6 +161,18 @@ def _untraceable(exc: Exception, names: Mapping[nn.Module, str]) -> str:
 
 def _is_grouped_conv(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups < module.out_channels
+
+
+def _splits_channels(node: object) -> bool:
+    """Whether a Torch-Pruning node is a split, chunk or unbind of a channel axis: dimension 1 (NCHW, NC)
+    or the last one (NHWC, NLC), or one the autograd graph does not record."""
+    if not isinstance(getattr(node, "module", None), (tp.ops._SplitOp, tp.ops._UnbindOp)):
+        return False
+    grad_fn = getattr(node, "grad_fn", None)
+    sizes, dim = getattr(grad_fn, "_saved_self_sym_sizes", None), getattr(grad_fn, "_saved_dim", None)
+    if sizes is None or dim is None or not -len(sizes) <= dim < len(sizes):
+        return True
+    return dim % len(sizes) in {1, len(sizes) - 1}
 
 
 def _last_layer(model: nn.Module, example_input: Tensor) -> nn.Module:

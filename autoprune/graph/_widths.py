@@ -135,12 +135,26 @@ def _check_runs(
     except Exception as exc:
         last = done[-1] if done else None
         pruned = [g for g in graph.groups if widths.get(g.name, g.channels) < g.channels]
+        detail = " ".join(str(exc).split())[:120]
+        empty = _emptied_layer(model)
+        if empty is not None:  # Torch-Pruning removed every channel of a layer: not the model's code
+            layer, kind = empty
+            blamed = next((g.name for g in pruned if layer in g.members), None)
+            group = f"group '{blamed}'" if blamed else f"{len(pruned)} group{'s' if len(pruned) != 1 else ''}"
+            raise ModelError(
+                f"Torch-Pruning's channel mapping emptied layer '{layer}' ({kind}) when pruning {group} "
+                f"({type(exc).__name__}: {detail}): the model couples those channels in a way Torch-Pruning "
+                "does not map; leave that group dense (omit it from the widths)"
+            ) from exc
         blamed = next((g.name for g in pruned if last in g.members), None)
         after = f" right after layer '{last}'" if last else ""
-        group = f"group '{blamed}'" if blamed else f"{len(pruned)} groups"
-        detail = " ".join(str(exc).split())[:120]
+        group = (
+            f"group '{blamed}' is"
+            if blamed
+            else f"{len(pruned)} group{'s are' if len(pruned) != 1 else ' is'}"
+        )
         raise ModelError(
-            f"the model no longer runs once {group} is pruned ({type(exc).__name__}{after}: {detail}): its "
+            f"the model no longer runs once {group} pruned ({type(exc).__name__}{after}: {detail}): its "
             "code fixes that width (e.g. a reshape to a stored channel count), so autoprune cannot prune it; "
             "use a model whose forward reads widths from its tensors"
         ) from exc
@@ -148,6 +162,16 @@ def _check_runs(
         model.train(was_training)
         for h in hooks:
             h.remove()
+
+
+def _emptied_layer(model: nn.Module) -> tuple[str, str] | None:
+    """The first layer whose weight has no channel left (a dimension of size 0), if any: its name and
+    "Conv2d, weight of size [0, 4, 1, 1]"."""
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, Tensor) and weight.dim() > 0 and 0 in weight.shape:
+            return name, f"{type(module).__name__}, weight of size {list(weight.shape)}"
+    return None
 
 
 def pruned_copy(

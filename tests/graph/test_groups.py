@@ -194,3 +194,34 @@ def test_pruning_a_width_the_models_code_fixes_is_refused_naming_the_group() -> 
     assert "group 'proj' is pruned" in str(info.value) and "\n" not in str(info.value)
     pruned, _ = pruned_copy(model, x, {"mlp.0": 8})  # the other group prunes and runs
     assert pruned(x).shape == (1, 10)
+
+
+class _SplitReadTwice(torch.nn.Module):
+    """A channel split whose first chunk two ops read (a conv and an add): Torch-Pruning gives the split
+    one chunk per reading op (offsets 0, 4, 8, 12 for two chunks of 4), and the code fixes the chunk size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 1)
+        self.b = torch.nn.Conv2d(4, 4, 1)
+        self.c = torch.nn.Conv2d(4, 4, 1)
+        self.d = torch.nn.Conv2d(8, 6, 1)
+        self.head = torch.nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = torch.split(self.a(x), 4, dim=1)
+        y = torch.cat([self.b(x1) + x1, self.c(x2)], dim=1)
+        return self.head(self.d(y).mean((2, 3)))
+
+
+def test_groups_through_a_channel_split_stay_dense_and_the_rest_prunes_and_scores() -> None:
+    model, x = _SplitReadTwice().eval(), torch.randn(1, 3, 8, 8)
+    graph = ChannelGraph(copy.deepcopy(model), x)
+    names = {g.name for g in graph.groups}
+    assert "a" not in names and "b" not in names  # a's channels, and b's added to a's first chunk: dense
+    assert "d" in names
+    scores = graph.scores(get_criterion("l1"))  # scoring ran past a layer before (IndexError)
+    assert all(len(scores[g.name]) == g.channels for g in graph.groups)
+    widths = {g.name: max(1, g.channels // 2) for g in graph.groups}
+    pruned, _ = pruned_copy(model, x, widths, criterion=get_criterion("l1"))
+    assert pruned(x).shape == (1, 10) and measure_widths(pruned, x) == widths

@@ -52,3 +52,36 @@ def test_narrowest_widths_are_the_first_allowed() -> None:
     groups = [ChannelGroup(n, c, ()) for n, c in [("a", 20), ("b", 36), ("c", 12)]]
     assert narrowest_widths(groups, min_ratio=0.25) == {"a": 8, "b": 8, "c": 3}
     assert narrowest_widths(groups, min_ratio=0.5, round_to=4) == {"a": 12, "b": 20, "c": 6}
+
+
+def test_a_layer_pruning_emptied_is_named_as_such_not_as_a_width_the_code_fixes() -> None:
+    import torch
+
+    from autoprune.errors import ModelError
+    from autoprune.graph import ChannelGraph
+    from autoprune.graph._widths import _check_runs
+
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.Flatten(), nn.LazyLinear(10)
+    ).eval()
+    x = torch.zeros(1, 3, 4, 4)
+    model(x)
+    graph = ChannelGraph(model, x)
+    assert [g.name for g in graph.groups] == ["0", "2"]
+    with torch.no_grad():  # what a mapping that sends every channel of layer 2 to the pruned set leaves
+        model[2].weight = torch.nn.Parameter(model[2].weight[:0])
+        model[2].bias = torch.nn.Parameter(model[2].bias[:0])
+    with pytest.raises(ModelError) as info:
+        _check_runs(model, x, graph, {"0": 8, "2": 2})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "Torch-Pruning's channel mapping emptied layer '2' (Conv2d, weight of size [0, 8, 1, 1]) when "
+        "pruning group '2' (RuntimeError"
+    )
+    model[2].weight = torch.nn.Parameter(torch.zeros(4, 8, 1, 1))
+    model[2].bias = torch.nn.Parameter(torch.zeros(4))
+    model[4] = torch.nn.Linear(32, 10)  # 16 features run into it: a width the model's code fixes
+    with pytest.raises(ModelError, match="no longer runs once 2 groups are pruned"):
+        _check_runs(model, x, graph, {"0": 4, "2": 1})
