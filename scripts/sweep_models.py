@@ -412,9 +412,9 @@ def _causes(source: str) -> list[str]:
         "to a shortcut and SKNet's reshaped attention map two of the group root's channels onto one channel "
         "of a layer, so pruning the group empties a convolution (*refused*, naming the emptied layer); "
         "RexNet's `cat([x[:, :C] + shortcut, x[:, C:]])` chains make Torch-Pruning's group search "
-        "(`get_all_groups`) re-walk a layer for every new subset of its indices, which does not end (*not "
-        "run*: over the sweep's time limit; `timm:rexnet_100` hangs when its graph is built); DPN's "
-        "dual-path `cat` is refused when the graph is built.",
+        "(`get_all_groups`) re-walk a layer for every new subset of its indices, which does not end "
+        "(*refused* after `ChannelGraph`'s limit of 120 s on that search); DPN's dual-path `cat` is refused "
+        "when the graph is built.",
         "",
     ]
 

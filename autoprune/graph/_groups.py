@@ -7,7 +7,10 @@ whose output channels belong to the group: it does not depend on the graph's tra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +53,8 @@ class ChannelGraph:
                 self.dg = tp.DependencyGraph().build_dependency(
                     model, example_inputs=example_input, verbose=False
                 )
-            all_groups = list(self.dg.get_all_groups(ignored_layers=[classifier]))
+            with _group_search_limit(GROUP_SEARCH_SECONDS):
+                all_groups = list(self.dg.get_all_groups(ignored_layers=[classifier]))
         except AutopruneError:
             raise
         except Exception as exc:  # Torch-Pruning could not map some op: refuse now, not mid-search
@@ -157,6 +161,35 @@ def _untraceable(exc: Exception, names: Mapping[nn.Module, str]) -> str:
         "cannot prune it; use a model without that op (e.g. a channel shuffle or reshape of the channel "
         "axis), or pass a model file that replaces it"
     )
+
+
+GROUP_SEARCH_SECONDS = 120.0
+
+
+@contextlib.contextmanager
+def _group_search_limit(seconds: float) -> Iterator[None]:
+    """Refuse, in one line, a model whose Torch-Pruning group search runs past ``seconds``: it re-walks a
+    layer for every new subset of its channels that reaches it, which does not end on chains of
+    ``cat([y[:, :C] + x, y[:, C:]])`` (RexNet). A timer signal, so only where one can be set (the main
+    thread of a POSIX process); elsewhere no limit."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise ModelError(
+            f"Torch-Pruning's channel-group search did not finish within {seconds:g} s on this model (it "
+            "re-walks layers whose channels are sliced and concatenated again, as RexNet's "
+            "cat([y[:, :C] + x, y[:, C:]]) does): autoprune cannot prune it; use a model without that pattern"
+        )
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _is_grouped_conv(module: nn.Module) -> bool:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -225,3 +226,37 @@ def test_groups_through_a_channel_split_stay_dense_and_the_rest_prunes_and_score
     widths = {g.name: max(1, g.channels // 2) for g in graph.groups}
     pruned, _ = pruned_copy(model, x, widths, criterion=get_criterion("l1"))
     assert pruned(x).shape == (1, 10) and measure_widths(pruned, x) == widths
+
+
+class _CatOfSlices(torch.nn.Module):
+    """RexNet's block: ``cat([y[:, :C] + x, y[:, C:]])`` with ``y = bn(conv(x))`` widening ``x``, four in a
+    row: Torch-Pruning's group search re-walks a layer for each new subset of its channels and does not
+    end (three blocks take 0.02 s, four run for more than 300 s)."""
+
+    def __init__(self, widths: tuple[int, ...] = (8, 12, 16, 20, 24)) -> None:
+        super().__init__()
+        self.widths = list(widths)
+        self.stem = torch.nn.Conv2d(3, widths[0], 1)
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(a, b, 1) for a, b in itertools.pairwise(widths))
+        self.bns = torch.nn.ModuleList(torch.nn.BatchNorm2d(b) for b in widths[1:])
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(widths[-1], 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for c, conv, bn in zip(self.widths[:-1], self.convs, self.bns, strict=True):
+            y = bn(conv(x))
+            x = torch.cat([y[:, :c] + x, y[:, c:]], dim=1)
+        return self.head(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_group_search_that_does_not_end_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoprune.graph import _groups
+
+    monkeypatch.setattr(_groups, "GROUP_SEARCH_SECONDS", 2.0)
+    with pytest.raises(ModelError, match="did not finish within 2 s") as info:
+        ChannelGraph(_CatOfSlices().eval(), torch.randn(1, 3, 8, 8))
+    assert "\n" not in str(info.value)
+    graph = ChannelGraph(_CatOfSlices((8, 12, 16)).eval(), torch.randn(1, 3, 8, 8))  # two blocks: it ends
+    assert graph.groups
