@@ -263,4 +263,9 @@ def test_torch_cuda_sessions_run_in_one_autograd_mode(open_in_inference_mode: bo
 def test_every_registered_backend_has_a_contract_class() -> None:
     import test_tensorrt  # noqa: F401  (its subclasses count)
 
-    assert set(list_backends()) <= covered(BackendContract, "name")
+    from autoprune.latency.backends import BACKENDS
+
+    # The suite's own doubles (tests/doubles.py) stay registered while a session fixture needs them
+    # (the api tests' "counting" profile): they are not plug-ins of the product.
+    product = {n for n in list_backends() if not BACKENDS._targets.get(n, "").startswith("doubles:")}
+    assert {"onnxruntime", "torch", "tensorrt"} <= product <= covered(BackendContract, "name")
