@@ -199,47 +199,31 @@ remeasure() {
     "$PY" - "$OUTDIR/profiles/resnet20_bs1.parquet" "$REMEASURE" "$OUTDIR/remeasure.json" <<'EOF'
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from autoprune.config import ProtocolConfig, SamplingConfig
-from autoprune.latency import get_backend, profile_model, read_profile
-from autoprune.models import create_model
+sys.path.insert(0, "scripts")
+from bench_predictor import remeasure  # the benchmark's re-measure: same backend, protocol, reference
+
+from autoprune.latency import read_profile
 
 prof = read_profile(sys.argv[1])
-meta = prof.meta
-widths = prof.widths()[: int(sys.argv[2])]
-rows = len(widths)
-with tempfile.TemporaryDirectory() as tmp:
-    again = profile_model(
-        create_model(meta["model"], num_classes=meta["num_classes"]).eval(),
-        model_spec=meta["model"],
-        num_classes=meta["num_classes"],
-        input_shape=meta["input_shape"],
-        backend=get_backend(meta["backend"], **meta["backend_settings"]),
-        sampling=SamplingConfig.from_dict({**meta["sampling"], "samples": rows}),
-        protocol=ProtocolConfig.from_dict(meta["protocol"]),
-        out=Path(tmp) / "again.parquet",
-        acquire=lambda _profile, _wanted: widths,  # exactly these networks, in this order
-        initial=0,
-    )
-assert again.widths() == widths
+rows = min(int(sys.argv[2]), len(prof.rows))
+again = remeasure(prof, np.arange(rows))
+if again is None:
+    sys.exit("the profile was measured on another device")
 first, first_raw = prof.latency_ms()[:rows], prof.latency_ms(raw=True)[:rows]
-# Relative to its own reference, in the first profile's unit, as a search converts a profile.
-corrected = again.latency_ms() / float(again.reference_ms() or np.nan) * float(prof.reference_ms() or np.nan)
-raw = again.latency_ms(raw=True)
+corrected, raw = np.asarray(again["corrected"]), np.asarray(again["raw_ms"])
 result = {
     "networks": rows,
     "mape_corrected_pct": float(np.mean(np.abs(corrected - first) / first) * 100),
     "mape_raw_pct": float(np.mean(np.abs(raw - first_raw) / first_raw) * 100),
-    "reference_ms": [prof.reference_ms(), again.reference_ms()],
     "first_ms": first.tolist(),
     "again_ms": corrected.tolist(),
 }
 Path(sys.argv[3]).write_text(json.dumps(result, indent=1))
-print({k: result[k] for k in ("networks", "mape_corrected_pct", "mape_raw_pct", "reference_ms")})
+print({k: result[k] for k in ("networks", "mape_corrected_pct", "mape_raw_pct")})
 EOF
 }
 step remeasure 30 remeasure

@@ -6,19 +6,15 @@ by ``scripts/sweep_models.py --source timm`` (docs/models-timm.md)."""
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from contracts.model_family import check_family
 
-from autoprune.errors import AutopruneError, ConfigError, ModelError
-from autoprune.export import export_onnx
-from autoprune.graph import allowed_widths
+from autoprune.errors import ConfigError, ModelError
 from autoprune.models import create_model, load_model
-from autoprune.prune import prune_model
-from autoprune.search.criteria import channel_scores
 
 
 def test_a_timm_name_builds_untrained_with_the_requested_classes() -> None:
@@ -78,40 +74,4 @@ FAMILIES = {
 def test_a_timm_family_is_pruned_and_exported_or_refused_in_one_line(name: str, tmp_path: Path) -> None:
     pytest.importorskip("timm")
     size, expected = FAMILIES[name]
-    torch.manual_seed(0)
-    spec, shape = f"timm:{name}", [1, 3, size, size]
-    dense = create_model(spec, num_classes=10).eval()
-    _realistic(dense, shape)
-    rng = random.Random(0)  # a different width per group, from 25 % to all of its channels
-    try:
-        scores = channel_scores(dense, torch.zeros(*shape), "l1")  # builds the channel graph
-        widths = {g: rng.choice(allowed_widths(len(s), min_ratio=0.25)) for g, s in scores.items()}
-        pruned = prune_model(
-            dense, widths=widths, model_spec=spec, num_classes=10, input_shape=shape, scores=scores
-        )
-    except AutopruneError as exc:
-        assert expected == "refused", f"{name} was refused: {exc}"
-        assert "\n" not in str(exc) and ": " in str(exc)  # one line that ends with what to do
-        return
-    assert expected == "works", f"{name} was expected to be refused"
-    assert pruned.widths == widths
-    x = torch.randn(2, *shape[1:])
-    with torch.no_grad():
-        out = pruned.module(x)
-    assert out.shape == (2, 10) and bool(out.isfinite().all())
-    assert float(out.abs().max()) > 1e-3  # logits large enough for the parity check to mean something
-    result = export_onnx(pruned.module, shape, tmp_path / "m.onnx")  # checks onnxruntime against torch
-    assert result.path.is_file() and result.max_abs_diff <= result.tolerance
-
-
-def _realistic(net: torch.nn.Module, shape: list[int]) -> None:
-    """BatchNorm statistics of one random batch: untrained in eval mode, networks can give logits so
-    small that any ONNX graph passes the parity check (as in the torchvision family test)."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None  # the statistics of the batch seen
-                m.train()  # only BatchNorm: no auxiliary heads, no dropout
-        net(torch.randn(8, *shape[1:], generator=torch.Generator().manual_seed(0)))
-        net.eval()
+    check_family(f"timm:{name}", size, expected, tmp_path)
