@@ -58,9 +58,7 @@ def fit(
     accurate (``predictor.choose``); a kind's name saves that kind."""
     prof = read_profile(profile_path)
     features = features_for_profile(prof, model=model)
-    usable, note = prof.for_fitting(include_noisy=config.include_noisy)
-    if note is not None:
-        reporter.log(note)
+    usable, note = prof.for_fitting(include_noisy=config.include_noisy)  # said once the inputs are checked
     auto = config.predictor == "auto"
     kinds, options = _kinds(config, features)
     step = reporter.task(f"fit: comparing {len(kinds)} predictors")
@@ -76,6 +74,8 @@ def fit(
         on_step=lambda kind: step(next(done) - 1, len(kinds)),
     )
     step(len(kinds), len(kinds))
+    if note is not None:
+        reporter.log(note)
     choice = choose(comparison)
     if not auto:
         choice = Choice(
