@@ -149,11 +149,21 @@ def _search(sub: Any) -> None:
     p.add_argument(
         "--data", required=True, help="digits | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | imagefolder:DIR"
     )
-    p.add_argument("--predictor", required=True, help="the device's latency predictor (autoprune fit --out)")
+    p.add_argument("--predictor", help="the device's latency predictor (autoprune fit --out)")
     budget = p.add_mutually_exclusive_group()  # one of them, or --max-accuracy-drop (SearchConfig checks)
     budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
     budget.add_argument(
         "--budget-ratio", type=float, help="budget as a fraction of the dense latency measured now"
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="PREDICTOR:BUDGET",
+        help="a budget on one device, repeated for several: the network must meet every one. BUDGET in ms "
+        "(0.35ms) or as a share of that device's dense latency (50%%); e.g. --target cpu_bs1.pt:0.35ms "
+        "--target cpu_bs32.pt:50%%. Targets this machine can time are measured; others are judged on their "
+        "predictor's upper bound. Without --predictor, the first --target is the one the search runs on",
     )
     p.add_argument(
         "--max-accuracy-drop",

@@ -132,6 +132,7 @@ def _search(args: argparse.Namespace, reporter: RichReporter) -> None:
     from autoprune.report import comparison_table
     from autoprune.search import strategy_options
 
+    predictor, targets = _first_target(args)
     search_cfg = config_from(
         SearchConfig,
         args,
@@ -140,12 +141,13 @@ def _search(args: argparse.Namespace, reporter: RichReporter) -> None:
             for o in strategy_options().values()
             if (v := getattr(args, f"strategy_{o.name}")) is not None
         },
+        targets=targets,
     )
     s = api.search(
         args.model,
         checkpoint=args.checkpoint,
         data=args.data,
-        predictor=args.predictor,
+        predictor=predictor,
         out=args.out,
         config=search_cfg,
         storage=args.storage,
@@ -160,6 +162,28 @@ def _search(args: argparse.Namespace, reporter: RichReporter) -> None:
                           for p in s.pareto_front)  # fmt: skip
         say(f"Pareto front (val accuracy after the short fine-tune, predicted latency): {front}")
     say(f"saved {s.run_dir / 'pruned.pt'}, {s.run_dir / 'report.md'} (plots: pareto.png, widths.png)")
+
+
+def _first_target(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
+    """The predictor the search runs on and the other targets: ``--predictor`` (with its budget) and every
+    ``--target``, or the first ``--target`` (its budget set on ``args``) and the rest."""
+    from autoprune.config import TargetSpec
+
+    if args.predictor is not None:
+        return args.predictor, tuple(args.target)
+    if not args.target:
+        raise ConfigError(
+            "give the device's predictor: --predictor FILE (with --budget-ms or --budget-ratio) "
+            "or --target PREDICTOR:BUDGET"
+        )
+    if args.budget_ms is not None or args.budget_ratio is not None:
+        raise ConfigError(
+            "--budget-ms/--budget-ratio are --predictor's budget: give --predictor too, or put "
+            "the budget in the first --target PREDICTOR:BUDGET"
+        )
+    first = TargetSpec.parse(args.target[0])
+    args.budget_ms, args.budget_ratio = first.budget_ms, first.budget_ratio
+    return first.predictor, tuple(args.target[1:])
 
 
 def _adapt(args: argparse.Namespace, reporter: RichReporter) -> None:

@@ -163,6 +163,43 @@ MEASURE_SECONDS = 60.0  # finalists: the most time spent repeating one batch's t
 
 
 @dataclass(frozen=True)
+class TargetSpec:
+    """One latency target, ``PREDICTOR:BUDGET``: a device's predictor (``autoprune fit --out``) and its
+    budget in ms (``0.35ms``) or as a share of that device's dense latency (``50%``)."""
+
+    predictor: str
+    budget_ms: float | None = None
+    budget_ratio: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TargetSpec:
+        path, _, budget = str(text).rpartition(":")
+        b = budget.strip().lower()
+        fix = (
+            f"--target {text!r}: write PREDICTOR:BUDGET, BUDGET in ms (0.35ms) or as a share of that "
+            "device's dense latency (50%)"
+        )
+        if not path or not b.endswith(("ms", "%")):
+            raise ConfigError(fix)
+        try:
+            value = float(b[:-2] if b.endswith("ms") else b[:-1])
+        except ValueError:
+            raise ConfigError(fix) from None
+        if b.endswith("ms"):
+            if not 0 < value < math.inf:
+                raise ConfigError(f"--target {text!r}: a budget in ms must be > 0")
+            return cls(path, budget_ms=value)
+        if not 0 < value <= 100:
+            raise ConfigError(f"--target {text!r}: a share of the dense latency must be in (0 %, 100 %]")
+        return cls(path, budget_ratio=value / 100)
+
+    def __str__(self) -> str:
+        ms, ratio = self.budget_ms, self.budget_ratio
+        budget = f"{ms!r}ms" if ms is not None else f"{100 * (ratio or 0)!r}%"
+        return f"{self.predictor}:{budget}"
+
+
+@dataclass(frozen=True)
 class SearchConfig(_Config):
     """The search under a latency budget (``budget_ms``, or ``budget_ratio`` of the dense), or for the
     fastest network within an accuracy tolerance (``max_accuracy_drop``: percentage points of validation
@@ -198,8 +235,14 @@ class SearchConfig(_Config):
     seed: int = 0
     # The strategy's own options, by keyword (its ``options``: e.g. pfp's ``eps``); checked by the strategy.
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    # Budgets on other devices, as ``PREDICTOR:BUDGET`` (``TargetSpec``): the network must meet every one
+    # (``autoprune.search.targets``); the budget above is the first target's.
+    targets: tuple[str, ...] = ()
     # Fields no flag sets by its own name (the CLI test checks every other field is one), and why.
-    INTERNAL: ClassVar[dict[str, str]] = {"strategy_options": "each strategy's own flags (its `options`)"}
+    INTERNAL: ClassVar[dict[str, str]] = {
+        "strategy_options": "each strategy's own flags (its `options`)",
+        "targets": "--target, repeated (the first stands for --predictor and its budget without them)",
+    }
 
     def __post_init__(self) -> None:
         if self.budget_ms is not None and self.budget_ratio is not None:
@@ -228,6 +271,17 @@ class SearchConfig(_Config):
             raise ConfigError(f"--margin must be in [0, 1), got {self.margin}")
         if self.measure_seconds < 0:
             raise ConfigError(f"--measure-seconds must be >= 0, got {self.measure_seconds}")
+        object.__setattr__(self, "targets", tuple(str(TargetSpec.parse(t)) for t in self.targets))
+        if self.targets and not self.has_budget:
+            raise ConfigError(
+                "--target sets a latency budget on other devices: give the first device's too "
+                "(--budget-ms X or --budget-ratio R, or the first --target PREDICTOR:BUDGET)"
+            )
+
+    @property
+    def target_specs(self) -> list[TargetSpec]:
+        """The targets after the first (``targets``), parsed."""
+        return [TargetSpec.parse(t) for t in self.targets]
 
     @property
     def strategy_name(self) -> str:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from autoprune._io import write_json
-from autoprune.errors import ConfigError
+from autoprune.errors import AutopruneError, ConfigError
 
 _HELD: dict[Path, int] = {}  # lock files this process holds, to its open descriptor
 
@@ -55,6 +57,7 @@ def claim_run_dir(
 ) -> None:
     """Record the settings of ``command`` in ``run_dir``; refuse when it holds a run with other ones."""
     keys = frozenset(may_change)
+    settings = json.loads(json.dumps(settings))  # as read back: tuples are lists
     path = Path(run_dir) / f"config.{command}.json"
     if path.is_file():
         old = read_settings(path)
@@ -83,6 +86,21 @@ def hold_run_dir(run_dir: Path, command: str) -> None:
             f"another autoprune {command} is running in '{run_dir}': let it end, or pass another --out"
         ) from None
     _HELD[path] = fd
+
+
+@contextmanager
+def undone_on_refusal(run_dir: Path, command: str) -> Iterator[None]:
+    """A run directory that this block creates is removed again when the block refuses the run (a user
+    error, before any work): the corrected command then starts afresh instead of being refused as a run
+    with other settings."""
+    fresh = not Path(run_dir).exists()
+    try:
+        yield
+    except AutopruneError:
+        if fresh:
+            release_run_dir(run_dir, command)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def release_run_dir(run_dir: Path, command: str) -> None:

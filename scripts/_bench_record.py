@@ -130,20 +130,22 @@ class StageClock(Reporter):
 
 
 def time_beside_dense(
-    dense: nn.Module, models: Sequence[nn.Module], *, input_shape: Sequence[int], repeats: int
-) -> list[dict[str, Any]]:
+    dense: nn.Module, models: Sequence[nn.Module], *, input_shape: Sequence[int], repeats: int,
+    backend: tuple[str, dict[str, Any]] = BACKEND, protocol: ProtocolConfig = PROTOCOL,
+) -> list[dict[str, Any]]:  # fmt: skip
     """Each of ``models`` timed with a round of the dense network after each of its rounds (A B A B, by
-    ``measure_referenced``), ``repeats`` times over all models; per model the median of its own
-    latency, of the dense one's beside it, and of the per-repeat ratios, and the ratios' spread."""
-    backend = get_backend(BACKEND[0], **BACKEND[1])
-    reference = backend.session(dense.eval(), list(input_shape))
+    ``measure_referenced``), ``repeats`` times over all models, on ``backend`` (name, options); per model
+    the median of its own latency, of the dense one's beside it, and of the per-repeat ratios, and the
+    ratios' spread."""
+    device = get_backend(backend[0], **backend[1])
+    reference = device.session(dense.eval(), list(input_shape))
     sessions = []
     try:
-        sessions = [backend.session(m.eval(), list(input_shape)) for m in models]
+        sessions = [device.session(m.eval(), list(input_shape)) for m in models]
         got: list[list[Any]] = [[] for _ in models]
         for _ in range(repeats):
             for i, s in enumerate(sessions):
-                got[i].append(measure_referenced(s, reference, PROTOCOL))
+                got[i].append(measure_referenced(s, reference, protocol))
     finally:
         for s in [reference, *sessions]:
             s.close()

@@ -138,6 +138,18 @@ def test_bad_inputs_exit_2_with_one_line(
     _fails(capsys, [*pfp, "-1", "--strategy", "pfp"], "--pfp-eps -1.0: the error tolerance must be")
     _fails(capsys, [*pfp, "0.5"], "--pfp-eps is an option of --strategy pfp, not of 'optuna'")
     assert not (tmp_path / "s5").exists()
+    # --target: its spelling, and the first target standing for --predictor and its budget.
+    no_predictor = [*search[:6], *search[8:-2], "--out", str(tmp_path / "s6")]
+    _fails(capsys, no_predictor, "give the device's predictor: --predictor FILE")
+    _fails(capsys, [*no_predictor, "--target", pred], "write PREDICTOR:BUDGET")
+    _fails(capsys, [*no_predictor, "--target", f"{pred}:0.5"], "write PREDICTOR:BUDGET")
+    _fails(capsys, [*no_predictor, "--target", f"{pred}:150%"], "must be in (0 %, 100 %]")
+    _fails(capsys, [*no_predictor, "--target", f"{pred}:50%", "--budget-ms", "1"], "give --predictor too")
+    _fails(capsys, [*no_predictor, "--target", f"{pred}:0.00001ms"], "below the fastest network")
+    _fails(
+        capsys, [*no_predictor, "--target", f"{pred}:90%", "--target", f"{pred}:0.00001ms"],
+        "--target " + pred + ":1e-05ms: budget 1e-05 ms is below the fastest network",
+    )  # fmt: skip
     _fails(capsys, ["export", str(tmp_path / "nothing")], "does not exist")
     _fails(capsys, ["export", str(tmp_path / "nothing"), "--format", "tensorrt"], "does not exist")
 

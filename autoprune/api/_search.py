@@ -27,7 +27,6 @@ from autoprune.rundir import release_run_dir
 from autoprune.search import (
     Candidate,
     Selection,
-    measured_once,
     release_storage,
     run_strategy,
     select_by_measurement,
@@ -95,7 +94,7 @@ def _measure(run: SearchRun, candidates: list[Candidate], reporter: Reporter) ->
     with study_lock(run.study):
         selection = select_by_measurement(
             candidates,
-            measure=run.judged(measured_once(run.timed, run.run_dir / "finalists.json")),
+            measure=run.finalist_timer(),
             budget_ms=run.budget_ms,
             finalists=run.config.finalists,
             tolerance=run.tolerance,
@@ -117,6 +116,15 @@ def _measure(run: SearchRun, candidates: list[Candidate], reporter: Reporter) ->
     )
     slowdown = run.host_slowdown
     host = f"; host {slowdown:.2f}x the budget's dense latency" if slowdown is not None else ""
+    if run.targets.several:
+        if run.targets.readings(chosen.candidate.widths) is None:  # the last resort's timing was kept
+            run.finalist_timer()([chosen.candidate.widths])
+        for row in run.targets.report(chosen.candidate.widths):
+            ms = "predicted only" if row["measured_ms"] is None else f"measured {row['measured_ms']:.4f} ms"
+            reporter.log(
+                f"target {row['target']}: budget {row['budget_ms']:.4f} ms, "
+                f"predicted {row['predicted_ms']:.4f} ms, {ms}, margin {100 * (row['margin'] or 0):.1f} %"
+            )
     reporter.log(
         f"chosen finalist: {chosen.measured_ms:.4f} ms judged{stability}, needed a margin of "
         f"{100 * chosen.margin:.1f} % (budget {run.budget_ms:.4f} ms{host})"
@@ -144,11 +152,15 @@ def _finish(run: SearchRun, selection: Selection, *, data: str, reporter: Report
         "repeats": None if chosen.timing is None else chosen.timing.repeats,
         "ratio_spread": chosen.spread, "measure_seconds": config.measure_seconds,
     }  # fmt: skip
+    # Under several targets the chosen one's judged latency is the binding target's, in the first one's
+    # frame; the first target's own measurement is what the pruned network's latency is reported as.
+    targets = run.targets.report(chosen.candidate.widths) if run.targets.several else None
+    measured_ms = chosen.measured_ms if targets is None else float(targets[0]["measured_ms"])
     dense = _summary("dense", net, ds, run.frame_ms, run.b.example)  # its ratio to itself is 1
-    final = _summary("pruned", pruned.module, ds, chosen.measured_ms, run.b.example)
+    final = _summary("pruned", pruned.module, ds, measured_ms, run.b.example)
     pruned.meta = {
-        "budget_ms": budget_ms, "max_accuracy_drop": config.max_accuracy_drop,
-        "dense_val_accuracy": dense.accuracy, "measured_ms": chosen.measured_ms, "margin": chosen.margin,
+        "budget_ms": budget_ms, "max_accuracy_drop": config.max_accuracy_drop, "targets": targets,
+        "dense_val_accuracy": dense.accuracy, "measured_ms": measured_ms, "margin": chosen.margin,
         "dense_ms": dense.latency_ms, "reference_ms": run.reference_ms, "profile_scale": run.scale,
         "measurement": measurement,
         "val_accuracy": final.accuracy, "test_accuracy": final.test_accuracy, "strategy": run.strategy.name,
@@ -161,6 +173,7 @@ def _finish(run: SearchRun, selection: Selection, *, data: str, reporter: Report
         budget_ms=budget_ms, dense=dense, pruned=final, max_accuracy_drop=config.max_accuracy_drop,
         dense_widths=run.dense_widths, widths=pruned.widths, chosen=chosen, measured=measured,
         study=run.study, space=run.b.space, margin_floor=run.tolerance, measurement=measurement,
+        targets=targets,
     )  # fmt: skip
     finalists, front, sections = write_search_outputs(run.run_dir, record)
     release_storage(run.storage_url)

@@ -44,6 +44,9 @@ class SearchRecord:
     # How the finalists were judged: the budget's frame (the dense latency a ratio is converted with),
     # the host's slowdown against it and its load while they were timed, the predictor's bias they showed.
     measurement: dict[str, Any] | None = None
+    # Searched under several targets: per target, budget, prediction, measurement (or predicted only),
+    # margin (``Targets.report``). None: one target.
+    targets: list[dict[str, Any]] | None = None
 
 
 def finalist_row(m: Measured, chosen: Measured) -> dict[str, Any]:
@@ -121,12 +124,15 @@ def write_search_outputs(
             "study": r.study.study_name,
             "summary": r.study.user_attrs.get("summary"),  # the strategy's own account (screen: the rerank)
             "measurement": r.measurement,
+            "targets": r.targets,
         },
     )
     title = f"{r.model} on {r.data}, {r.strategy}"
     pareto_plot(run_dir / "pareto.png", points, budget_ms=r.budget_ms, title=title)
     widths_plot(run_dir / "widths.png", r.dense_widths, r.widths, title=f"{r.model}: kept channels per group")
     sections = {"Search": _search_section(r, finalists), "Trials": _trials_section(r, points)}
+    if r.targets:
+        sections["Targets"] = _targets_section(r.targets)
     summary = r.study.user_attrs.get("summary")
     if summary and summary.get("rerank"):
         sections["Rerank"] = _rerank_section(summary)
@@ -176,6 +182,37 @@ def _search_section(r: SearchRecord, finalists: list[dict[str, Any]]) -> str:
         f"Strategy `{r.strategy}`, Optuna study `{r.study.study_name}` ({len(r.study.trials)} trials; "
         f"open it with `optuna-dashboard sqlite:///{Path('<run dir>') / 'study.db'}`).\n\n"
         f"{rule}\n\n{table}\n\n![Pareto plot](pareto.png)\n\n![widths](widths.png)\n"
+    )
+
+
+def _targets_section(targets: list[dict[str, Any]]) -> str:
+    """Per target: what it is, its budget, the chosen network's prediction, measurement and margin."""
+    rows = [
+        [
+            t["target"], f"{t['backend']} batch {t['batch']}", f"{t['budget_ms']:.4f}",
+            f"{t['predicted_ms']:.4f}",
+            "predicted only" if t["measured_ms"] is None else f"{t['measured_ms']:.4f}",
+            "-" if t["margin"] is None else f"{100 * t['margin']:.1f} %",
+            "-" if t["slack"] is None else f"{100 * t['slack']:.1f} %",
+            {True: "yes", False: "no", None: "-"}[t["within_budget"]],
+        ]
+        for t in targets
+    ]  # fmt: skip
+    table = markdown_table(
+        ["target", "device", "budget ms", "predicted ms", "measured ms", "margin", "budget left", "within"],
+        rows,
+    )
+    remote = [t["target"] for t in targets if t["measured_ms"] is None]
+    said = (
+        f" **{', '.join(remote)}: not timed** — the device is not this machine's; judged on the predictor's "
+        "upper bound (`judged_on` in search.json), with no measurement behind it."
+        if remote
+        else ""
+    )
+    return (
+        "The network must meet every target's budget. Each target this machine can time was measured as the "
+        "first one is (beside its dense network, with its own margin); the first target's is the latency "
+        f"reported above.{said}\n\n{table}\n"
     )
 
 

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from autoprune import training
 from autoprune._console import Reporter
 from autoprune._killpoint import kill_point
 from autoprune.api._bound import Bound, bind
+from autoprune.api._targets import open_targets, target_info, target_name
 from autoprune.config import SearchConfig
 from autoprune.data import DatasetSplits, load_dataset
 from autoprune.errors import ConfigError
@@ -24,7 +26,7 @@ from autoprune.graph import Widths, dense_widths
 from autoprune.latency import Timing
 from autoprune.predictor import LatencyPredictor
 from autoprune.prune import AdaptiveBNProxy, PrunedModel, calibration_batches, prune_model, recalibrate_bn
-from autoprune.rundir import claim_run_dir, hold_run_dir
+from autoprune.rundir import claim_run_dir, hold_run_dir, undone_on_refusal
 from autoprune.search import (
     Candidate,
     DenseNetwork,
@@ -38,6 +40,7 @@ from autoprune.search import (
     fail_dead_claims,
     get_criterion,
     load_start,
+    measured_once,
     open_study,
     reference_scale,
     resolve_budget,
@@ -45,11 +48,13 @@ from autoprune.search import (
     strategy_class,
     study_lock,
 )
+from autoprune.search.targets import Target, Targets
 
 
 @dataclass
 class SearchRun:
     model: str
+    predictor: str  # the first target's predictor file
     config: SearchConfig
     strategy: SearchStrategy
     ds: DatasetSplits
@@ -67,6 +72,7 @@ class SearchRun:
     batches: list[tuple[Tensor, Tensor]]
     scores: Mapping[str, Tensor]
     dense_val: float | None
+    extras: list[Target] = field(default_factory=list)  # the targets after the first (--target)
     dense_ms: list[float] = field(default_factory=list)  # every dense timing beside the candidates
     loads: list[float] = field(default_factory=list)  # the host's 1-minute load average at each timing
     _proxy: AdaptiveBNProxy | None = None
@@ -84,6 +90,37 @@ class SearchRun:
 
     def predict_many(self, widths: list[Widths]) -> list[float]:
         return [self.scale * self.bound_factor * float(v) for v in self.lp.predict(widths)]
+
+    def fraction_latency(self, fractions: Tensor) -> Tensor:
+        """The predicted latency of kept fractions (per group), differentiable (an LPNet)."""
+        return self.scale * self.bound_factor * self.lp.predict_fractions(fractions)
+
+    @cached_property
+    def targets(self) -> Targets:
+        """The first target (the predictor and budget the search runs on) and the others (--target)."""
+        first = Target(
+            self.name, self.budget_ms, self.predict_many, measure=self.judged(self.timed),
+            latency=self.fraction_latency if self.lp.differentiable else None, tolerance=self.tolerance,
+            info=target_info(self.predictor, self.lp),
+        )  # fmt: skip
+        return Targets([first, *self.extras])
+
+    def finalist_timer(self) -> Callable[[list[Widths]], list[Timing]]:
+        """Finalists timed on every target here, each target's timings kept in the run directory (a
+        rerun measures none twice: ``measured_once``)."""
+
+        def kept(target: Target) -> Callable[[list[Widths]], list[Timing]]:
+            if target is self.targets.primary:
+                return self.judged(measured_once(self.timed, self.run_dir / "finalists.json"))
+            assert target.measure is not None
+            return measured_once(target.measure, self.run_dir / f"finalists-{target.name}.json")
+
+        return self.targets.timer(kept)
+
+    @property
+    def name(self) -> str:
+        """The first target's name: its predictor file's stem."""
+        return target_name(self.predictor, [])
 
     def prune(
         self, widths: Widths, dense: nn.Module | None = None, by: Mapping[str, Tensor] | None = None,
@@ -169,25 +206,23 @@ class SearchRun:
     def problem(self) -> SearchProblem:
         c, lp = self.config, self.lp
 
-        def latency(fractions: Tensor) -> Tensor:
-            return self.scale * self.bound_factor * lp.predict_fractions(fractions)
-
         def accuracy(module: nn.Module, widths: Widths, by: Mapping[str, Tensor]) -> float:
             return training.evaluate(self.prune(widths, module, by, self.strategy.name).module, self.ds.val)
 
         network = DenseNetwork(
             module=self.b.net, example=self.b.example, train=self.ds.train, epochs=c.finetune_epochs, lr=c.lr,
             seed=c.seed,
-            latency=latency if lp.differentiable else None, predictor=lp.kind, accuracy=accuracy,
+            latency=self.fraction_latency if lp.differentiable else None, predictor=lp.kind,
+            accuracy=accuracy,
             work_dir=self.run_dir, augment=self.augment,
         )  # fmt: skip
-        return SearchProblem(
+        return self.targets.apply(SearchProblem(
             space=self.b.space, budget_ms=self.budget_ms, predict_ms=self.predict_ms, evaluate=self.evaluate,
             measure=self.judged(self.timed), macs=lambda w: float(lp.features.macs([w])[0]),
             predict_many=self.predict_many, scores=self.scores, tolerance=self.tolerance, network=network,
             max_accuracy_drop=c.max_accuracy_drop, dense_accuracy=self.dense_val, proxy=self.proxy,
             finetune=self.finetune_score, val_size=len(self.ds.val),  # type: ignore[arg-type]
-        )  # fmt: skip
+        ))  # fmt: skip
 
     @property
     def tolerance(self) -> float:
@@ -214,13 +249,27 @@ def open_search(
     b = bind(model, checkpoint=checkpoint, lp=lp, num_classes=ds.num_classes, data={data: ds})
     if storage is not None:
         check_storage(storage)
-    hold_run_dir(run_dir, "search")
-    claim_run_dir(
-        run_dir,
-        "search",
-        {"model": model, "checkpoint": str(checkpoint), "data": data, "predictor": str(predictor),
-         "search": config.to_dict()},
-    )  # fmt: skip
+    with undone_on_refusal(run_dir, "search"):  # a new run refused here leaves no directory behind
+        hold_run_dir(run_dir, "search")
+        claim_run_dir(
+            run_dir,
+            "search",
+            {"model": model, "checkpoint": str(checkpoint), "data": data, "predictor": str(predictor),
+             "search": config.to_dict()},
+        )  # fmt: skip
+        storage_url, opt_study = _open_study(strategy, config, run_dir, storage, study, reporter)
+        return _budgeted(
+            model, str(predictor), config=config, strategy=strategy, ds=ds, lp=lp, factor=factor, b=b,
+            run_dir=run_dir, storage_url=storage_url, study=opt_study, reporter=reporter,
+        )  # fmt: skip
+
+
+def _open_study(
+    strategy: SearchStrategy, config: SearchConfig, run_dir: Path, storage: str | None, study: str,
+    reporter: Reporter,
+) -> tuple[str, optuna.Study]:  # fmt: skip
+    """The search's Optuna study (the run directory's own sqlite file unless ``storage``), created or
+    resumed; trials a killed search left running in its own study are failed, to train again."""
     settings = strategy.study_settings(seed=config.seed, trials=config.trials or strategy.default_trials)
     storage_url = storage or f"sqlite:///{run_dir / 'study.db'}"
     opt_study = open_study(
@@ -233,10 +282,22 @@ def open_search(
             reporter.log(
                 f"trials {orphans} were left running by a killed search: marked failed, to train again"
             )
+    return storage_url, opt_study
+
+
+def _budgeted(
+    model: str, predictor: str, *, config: SearchConfig, strategy: SearchStrategy, ds: DatasetSplits,
+    lp: LatencyPredictor, factor: float, b: Bound, run_dir: Path, storage_url: str, study: optuna.Study,
+    reporter: Reporter,
+) -> SearchRun:  # fmt: skip
+    """The dense network timed, the budget fixed (and every other target's), the run assembled."""
+    opt_study = study
     # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
     # now converts them to the device's conditions now, in which the budget and the finalists are.
     with study_lock(opt_study):  # the first of several workers records it; the others read it
         reference_ms = search_reference(opt_study, lambda: b.time([dense_widths(b.groups)])[0].median_ms)
+        first = target_name(predictor, [])
+        extras = open_targets(config, b=b, model=model, study=opt_study, first=first, reporter=reporter)
     frame_ms = budget_frame(
         budget_in_ms=config.budget_ms is not None,
         reference_ms=reference_ms,
@@ -257,7 +318,8 @@ def open_search(
     )
     batches = calibration_batches(ds.train, count=config.calibration_batches, seed=config.seed)
     return SearchRun(
-        model=model, config=config, strategy=strategy, ds=ds, lp=lp, bound_factor=factor, b=b,
+        model=model, predictor=predictor, config=config, strategy=strategy, extras=extras, ds=ds, lp=lp,
+        bound_factor=factor, b=b,
         run_dir=run_dir, storage_url=storage_url, study=opt_study, reference_ms=reference_ms,
         frame_ms=frame_ms, scale=scale, budget_ms=budget_ms,
         augment=training.resolve_augment(config.augment, ds), batches=batches,

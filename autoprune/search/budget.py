@@ -5,20 +5,23 @@ margin for measurement noise."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import optuna
 
 from autoprune.errors import BudgetError, ConfigError
 
 
-def search_reference(study: optuna.Study, measure_dense: Callable[[], float]) -> float:
+def search_reference(
+    study: optuna.Study, measure_dense: Callable[[], float], *, target: str | None = None
+) -> float:
     """The dense network's latency on the device when the study began: what a budget ratio is a ratio
     of, and what converts a drift-corrected profile's latencies to the device's conditions now. Recorded
-    on the study, so a resumed search converts as it did."""
-    if "reference_ms" not in study.user_attrs:
-        study.set_user_attr("reference_ms", float(measure_dense()))
-    return float(study.user_attrs["reference_ms"])
+    on the study, so a resumed search converts as it did (one per ``target`` after the first)."""
+    key = "reference_ms" if target is None else f"reference_ms:{target}"
+    if key not in study.user_attrs:
+        study.set_user_attr(key, float(measure_dense()))
+    return float(study.user_attrs[key])
 
 
 def budget_frame(*, budget_in_ms: bool, reference_ms: float, profile_reference_ms: float | None) -> float:
@@ -61,14 +64,24 @@ def resolve_budget(
     return ratio * measure_dense()
 
 
-def record_budget(study: optuna.Study, budget_ms: float, *, strategy: str) -> bool:
-    """Fix the study's budget and strategy on its first run; refuse a rerun with other ones. Returns
-    True when the study is new."""
+def record_budget(
+    study: optuna.Study, budget_ms: float, *, strategy: str, targets: Mapping[str, float] | None = None
+) -> bool:
+    """Fix the study's budget and strategy (and, searched under several, each target's budget) on its
+    first run; refuse a rerun with other ones. Returns True when the study is new."""
     recorded = study.user_attrs.get("budget_ms")  # math.inf (no budget) is stored as JSON Infinity
+    mine = {k: float(v) for k, v in (targets or {}).items()}
     if recorded is None:
         study.set_user_attr("budget_ms", float(budget_ms))
         study.set_user_attr("strategy", strategy)
+        study.set_user_attr("targets", mine)
         return True
+    theirs = study.user_attrs.get("targets", {})
+    if set(theirs) != set(mine) or any(not math.isclose(theirs[k], mine[k], rel_tol=1e-9) for k in mine):
+        raise ConfigError(
+            f"study '{study.study_name}' was run with the targets {_targets(theirs)}, not {_targets(mine)}: "
+            "pass --study NEW_NAME (or a new --out) for a new search"
+        )
     if not math.isclose(float(recorded), budget_ms, rel_tol=1e-9, abs_tol=1e-9):
         raise ConfigError(
             f"study '{study.study_name}' was run with a budget of {_ms(recorded)}, not {_ms(budget_ms)}: "
@@ -81,6 +94,10 @@ def record_budget(study: optuna.Study, budget_ms: float, *, strategy: str) -> bo
             "pass --study NEW_NAME (or a new --out) for a new search"
         )
     return False
+
+
+def _targets(budgets: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}: {_ms(v)}" for k, v in budgets.items()) if budgets else "(one: the budget alone)"
 
 
 def _ms(budget_ms: float) -> str:

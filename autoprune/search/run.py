@@ -21,5 +21,5 @@ def run_strategy(
 ) -> list[Candidate]:
     """Ranked candidates of ``strategy``; a rerun on the same study resumes it, or refuses when its
     budget or strategy differ."""
-    record_budget(study, problem.budget_ms, strategy=strategy.name)
+    record_budget(study, problem.budget_ms, strategy=strategy.name, targets=problem.budgets)
     return strategy.run(problem, study=study, trials=trials, on_trial=on_trial)

@@ -27,6 +27,7 @@ from autoprune.search import (
     open_study,
     run_strategy,
 )
+from autoprune.search.targets import Target, Targets
 
 # Channel counts that are and are not multiples of the rounding step (20 and 36 are not).
 GROUPS = tuple(
@@ -72,6 +73,38 @@ class CountingDevice:
 
 BUDGET = 0.6 * latency(SPACE.dense())
 
+# A second device whose costs fall on other groups: where the first budget is cheap, this one binds.
+WEIGHT_B = {"a": 0.9, "b": 0.1, "c": 0.2, "d": 0.7, "e": 0.6, "f": 0.2}
+
+
+def latency_b(widths: Widths) -> float:
+    return 0.05 + sum(WEIGHT_B[g.name] * widths[g.name] / g.channels for g in GROUPS)
+
+
+BUDGET_B = 0.55 * latency_b(SPACE.dense())
+
+
+class CountingDeviceB(CountingDevice):
+    """The second device: measures ``latency_b`` exactly."""
+
+    def __call__(self, widths_list: list[Widths]) -> list[Timing]:
+        self.timed += len(widths_list)
+        return [Timing(latency_b(w), 1.0) for w in widths_list]
+
+
+def two_targets(problem: SearchProblem, device_b: CountingDevice) -> SearchProblem:
+    """``problem`` (the first device's) under a second budget too, on ``device_b``."""
+    network = problem.network
+    first = Target(
+        "a", problem.budget_ms, lambda ws: [latency(w) for w in ws], measure=problem.measure,
+        latency=None if network is None else network.latency,
+    )  # fmt: skip
+    second = Target(
+        "b", BUDGET_B, lambda ws: [latency_b(w) for w in ws], measure=device_b,
+        latency=None if network is None or network.latency is None else fraction_latency_b,
+    )  # fmt: skip
+    return Targets([first, second]).apply(problem)
+
 
 def problem(device: CountingDevice, *, budget_ms: float = BUDGET) -> SearchProblem:
     return SearchProblem(
@@ -86,17 +119,28 @@ class StrategyContract:
     name: ClassVar[str]
     options: ClassVar[dict[str, Any]] = {}
     trials: ClassVar[int] = 8
+    two_target_trials: ClassVar[int | None] = None  # --trials under two targets (default ``trials``)
 
     def within_constraint(self, candidate: Candidate, study: optuna.Study) -> bool:
         """What the strategy searched under: the predicted latency, for all but ``flops``."""
         return candidate.predicted_ms <= BUDGET
+
+    def within_every_target(self, candidate: Candidate, study: optuna.Study) -> bool:
+        """Under two targets: both predicted latencies within their budgets, for all but ``flops``."""
+        return latency(candidate.widths) <= BUDGET + 1e-9 and latency_b(candidate.widths) <= BUDGET_B + 1e-9
 
     def make_problem(self, device: CountingDevice, *, budget_ms: float, work_dir: Path) -> SearchProblem:
         """The synthetic problem (a strategy that trains the network itself adds one)."""
         return problem(device, budget_ms=budget_ms)
 
     def run(  # type: ignore[no-untyped-def]
-        self, tmp_path, *, trials: int | None = None, budget_ms: float = BUDGET, seed: int = 0
+        self,
+        tmp_path,
+        *,
+        trials: int | None = None,
+        budget_ms: float = BUDGET,
+        seed: int = 0,
+        targets: int = 1,
     ):
         strategy = get_strategy(self.name, **self.options)
         settings = strategy.study_settings(seed=seed, trials=self.trials)
@@ -105,10 +149,10 @@ class StrategyContract:
             directions=settings.directions, pruner=settings.pruner,
         )  # fmt: skip
         device = CountingDevice()
-        candidates = run_strategy(
-            strategy, self.make_problem(device, budget_ms=budget_ms, work_dir=tmp_path), study=opt_study,
-            trials=trials or self.trials,
-        )  # fmt: skip
+        searched = self.make_problem(device, budget_ms=budget_ms, work_dir=tmp_path)
+        if targets == 2:
+            searched = two_targets(searched, CountingDeviceB())
+        candidates = run_strategy(strategy, searched, study=opt_study, trials=trials or self.trials)
         return candidates, opt_study, device
 
     def test_candidates_are_on_the_grid_and_within_budget(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -136,6 +180,14 @@ class StrategyContract:
         with pytest.raises(ConfigError, match="budget"):
             self.run(tmp_path, budget_ms=BUDGET * 0.8)
 
+    def test_two_targets_are_both_met(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        candidates, study, _ = self.run(tmp_path, targets=2, trials=self.two_target_trials)
+        assert candidates, f"{self.name} proposed nothing under two targets"
+        for c in candidates:
+            assert SPACE.contains(c.widths), c.widths
+            assert self.within_every_target(c, study), (c.widths, latency(c.widths), latency_b(c.widths))
+        assert study.user_attrs["targets"] == {"a": BUDGET, "b": BUDGET_B}
+
     def test_a_study_of_another_strategy_is_refused(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
         other = "uniform" if self.name != "uniform" else "knapsack"
         storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -149,6 +201,12 @@ def fraction_latency(fractions: torch.Tensor) -> torch.Tensor:
     """``latency`` of kept fractions, differentiable: what a ``DenseNetwork`` gives the gates."""
     weight = torch.tensor([WEIGHT[g.name] for g in GROUPS])
     return 0.1 + (fractions.float() * weight).sum(-1)
+
+
+def fraction_latency_b(fractions: torch.Tensor) -> torch.Tensor:
+    """``latency_b`` of kept fractions, differentiable."""
+    weight = torch.tensor([WEIGHT_B[g.name] for g in GROUPS])
+    return 0.05 + (fractions.float() * weight).sum(-1)
 
 
 def dense_network(work_dir: Path, *, differentiable: bool = True) -> DenseNetwork:

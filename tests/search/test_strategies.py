@@ -67,6 +67,10 @@ class TestFlops(StrategyContract):
         """Constrained on MACs: its finalists meet the latency budget by measurement, not prediction."""
         return macs(candidate.widths) <= study.user_attrs["macs_budget"]
 
+    def within_every_target(self, candidate: Candidate, study: optuna.Study) -> bool:
+        """Its MACs limit is the widest uniform network's that measures within both budgets."""
+        return self.within_constraint(candidate, study)
+
 
 class TestKnapsack(StrategyContract):
     name = "knapsack"
@@ -100,6 +104,7 @@ class TestPlayPrune(StrategyContract):
 
     name = "playprune"
     trials = 4
+    two_target_trials = 12  # the tighter joint budget takes the game more steps
 
     def make_problem(self, device: CountingDevice, *, budget_ms: float, work_dir: Path) -> SearchProblem:
         network = replace(dense_network(work_dir), epochs=0.5)  # one batch per step: the law scores it

@@ -75,12 +75,31 @@ class SearchProblem:
     finetune: Callable[[Widths, float, int], float] | None = None
     val_size: int | None = None  # validation items behind an accuracy: its binomial noise
     predict_many: Callable[[list[Widths]], Sequence[float]] | None = None  # predict_ms, batched
+    # Several targets (``search.targets``): each one's predicted latency minus its budget, by target
+    # name; ``predict_ms`` is then the binding latency under ``budget_ms``. None: one target.
+    excess: Callable[[Widths], Mapping[str, float]] | None = None
+    budgets: Mapping[str, float] | None = None  # each target's budget (ms) by name, recorded on the study
 
     def predict_batch(self, widths: list[Widths]) -> list[float]:
         """``predict_ms`` of many networks, in one call where the problem has ``predict_many``."""
         if self.predict_many is not None:
             return [float(v) for v in self.predict_many(widths)]
         return [float(self.predict_ms(w)) for w in widths]
+
+    def constraints(self, widths: Widths, predicted_ms: float | None = None) -> dict[str, float]:
+        """The latency constraints of ``widths`` (<= 0 holds): ``budget``, predicted minus the budget
+        (``predicted_ms`` when the caller has it), or one ``budget:TARGET`` per target."""
+        if self.excess is not None:
+            return {f"budget:{name}": float(v) for name, v in self.excess(widths).items()}
+        predicted = float(self.predict_ms(widths)) if predicted_ms is None else float(predicted_ms)
+        return {"budget": predicted - self.budget_ms}
+
+    def constrain(self, trial: optuna.Trial, widths: Widths, predicted_ms: float | None = None) -> bool:
+        """Set ``constraints`` on ``trial`` (TPE and NSGA-II read them); whether all hold."""
+        values = self.constraints(widths, predicted_ms)
+        for name, value in values.items():
+            trial.set_constraint(name, value)
+        return all(v <= 0 for v in values.values())
 
 
 @dataclass(frozen=True)

@@ -30,3 +30,10 @@ class FlopsStrategy(OptunaStrategy):
             limit = float(problem.macs(ladder[best]))
             study.set_user_attr("macs_budget", limit)
         return problem.macs, float(limit)
+
+    def constrain(
+        self, trial: optuna.Trial, problem: SearchProblem, widths: Widths, cost: float, limit: float
+    ) -> bool:
+        """The MACs limit, in place of the latency budgets (the finalists are measured against those)."""
+        trial.set_constraint("budget", cost - limit)
+        return cost <= limit

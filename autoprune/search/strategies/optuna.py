@@ -1,12 +1,12 @@
 """``optuna``: per-group widths searched by Optuna under the predicted-latency constraint.
 
-Each trial proposes widths; the constraint (predicted latency minus the budget; <= 0 is feasible) is set
-with ``Trial.set_constraint``, which TPE and NSGA-II both read. Trials over the constraint are not
-trained: their accuracy is recorded as 0.0, they are never candidates, and they do not count towards
-``--trials``, which counts trained networks. One objective: TPE maximises
-validation accuracy, and Optuna's median pruner stops a trial whose accuracy right after pruning and
-BatchNorm recalibration is below the median of earlier trials at that step. Two objectives: NSGA-II on
-(accuracy, predicted latency); the study's best trials are the Pareto front.
+Each trial proposes widths; the constraint (predicted latency minus the budget; <= 0 is feasible; one per
+target under several, ``--target``) is set with ``Trial.set_constraint``, which TPE and NSGA-II both
+read. Trials over the constraint are not trained: their accuracy is recorded as 0.0, they are never
+candidates, and they do not count towards ``--trials``, which counts trained networks. One objective:
+TPE maximises validation accuracy, and Optuna's median pruner stops a trial whose accuracy right after
+pruning and BatchNorm recalibration is below the median of earlier trials at that step. Two objectives:
+NSGA-II on (accuracy, predicted latency); the study's best trials are the Pareto front.
 """
 
 from __future__ import annotations
@@ -56,8 +56,15 @@ class OptunaStrategy(SearchStrategy):
     def constraint(
         self, problem: SearchProblem, study: optuna.Study
     ) -> tuple[Callable[[Widths], float], float]:
-        """What the search is constrained on, and its limit: the predicted latency and the budget."""
+        """What the search is constrained on, and its limit: the predicted latency and the budget (under
+        several targets the binding latency: the first network is the widest uniform one within it)."""
         return problem.predict_ms, problem.budget_ms
+
+    def constrain(
+        self, trial: optuna.Trial, problem: SearchProblem, widths: Widths, cost: float, limit: float
+    ) -> bool:
+        """Set the trial's constraints (one per latency target); whether they hold."""
+        return problem.constrain(trial, widths, cost)
 
     def run(
         self,
@@ -77,14 +84,13 @@ class OptunaStrategy(SearchStrategy):
         def objective(trial: optuna.Trial) -> float | tuple[float, float]:
             widths = space.suggest(trial)
             predicted = float(problem.predict_ms(widths))
-            excess = float(cost(widths)) - limit
             trial.set_user_attr("widths", widths)
             trial.set_user_attr("predicted_ms", predicted)
-            trial.set_constraint("budget", excess)
-            if excess <= 0:
+            feasible = self.constrain(trial, problem, widths, float(cost(widths)), limit)
+            if feasible:
                 claim(study, trial, trials)  # StudyFull when every network is trained or claimed
-            trial.set_user_attr("evaluated", excess <= 0)
-            accuracy = problem.evaluate(widths, self._reporter(trial)) if excess <= 0 else 0.0
+            trial.set_user_attr("evaluated", feasible)
+            accuracy = problem.evaluate(widths, self._reporter(trial)) if feasible else 0.0
             return (accuracy, predicted) if multi else accuracy
 
         # --trials counts trained networks (every worker's): a proposal predicted over the limit costs one

@@ -189,7 +189,7 @@ class ScreenStrategy(SearchStrategy):
             attrs = {"widths": p.widths, "predicted_ms": p.predicted_ms, "budget_share": p.share, "key": key}
             for name, value in {**attrs, "evaluated": True}.items():
                 trial.set_user_attr(name, value)
-            trial.set_constraint("budget", p.predicted_ms - problem.budget_ms)
+            problem.constrain(trial, p.widths, p.predicted_ms)
             if key not in scored:
                 start = time.perf_counter()
                 scored[key] = float(proxy(p.widths))

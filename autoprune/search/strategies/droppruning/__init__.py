@@ -127,7 +127,7 @@ class DropPruningStrategy(SearchStrategy):
             trial.set_user_attr("dropped_out", [_counts(st.dropped_out) for st in result.steps])
             trial.set_user_attr("start", start)
             trial.set_user_attr("evaluated", True)
-            trial.set_constraint("budget", float(target_ms) - problem.budget_ms)
+            problem.constrain(trial, target, float(target_ms))
             return network.accuracy(result.module, target, scores)
 
         train_trials(study, objective, trials=trials, on_trial=on_trial)

@@ -146,7 +146,7 @@ class GatesStrategy(SearchStrategy):
                             fallbacks=self.fallbacks, step=self.fallback_step)  # fmt: skip
         trial.set_user_attr("fallbacks", [[w, ms] for w, ms in steps])
         trial.set_user_attr("evaluated", True)
-        trial.set_constraint("budget", predicted - problem.budget_ms)
+        problem.constrain(trial, widths, predicted)
         return network.accuracy(result.module, widths, result.scores)
 
 

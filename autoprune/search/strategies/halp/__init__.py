@@ -116,7 +116,7 @@ class HalpStrategy(SearchStrategy):
             trial.set_user_attr("start", start)
             trial.set_user_attr("fallbacks", [[w, float(ms)] for w, ms in falls if w != widths])
             trial.set_user_attr("evaluated", True)
-            trial.set_constraint("budget", predicted - problem.budget_ms)
+            problem.constrain(trial, widths, predicted)
             return network.accuracy(result.module, widths, scores)
 
         train_trials(study, objective, trials=1, on_trial=on_trial)  # deterministic: one network

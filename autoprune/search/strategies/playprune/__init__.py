@@ -191,7 +191,10 @@ class _Step:
         }.items():  # fmt: skip
             trial.set_user_attr(key, value)
         trial.set_constraint("tolerance", drop - self.max_drop)
-        trial.set_constraint("budget", _excess(predicted, problem.budget_ms))
+        if math.isfinite(problem.budget_ms):
+            problem.constrain(trial, proposal, predicted)
+        else:  # no budget: always held
+            trial.set_constraint("budget", -1.0)
         return accuracy
 
 
@@ -231,11 +234,6 @@ def _candidates(study: optuna.Study, problem: SearchProblem, dense_accuracy: flo
             "budget, or run more --trials"
         )
     return out
-
-
-def _excess(predicted: float, budget_ms: float) -> float:
-    """The ``budget`` constraint (<= 0 holds); with no budget, always held."""
-    return predicted - budget_ms if math.isfinite(budget_ms) else -1.0
 
 
 def _record_tolerance(study: optuna.Study, max_drop: float) -> None:
