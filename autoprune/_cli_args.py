@@ -138,17 +138,8 @@ def _fit(sub: Any) -> None:
     opt(p, FitConfig, "seed", "seed of the split, the folds and the predictors")
 
 
-def _search(sub: Any) -> None:
-    from autoprune.search import list_strategies, strategy_options
-
-    p = sub.add_parser(
-        "search", help="search per-group widths under a latency budget or an accuracy tolerance"
-    )
-    p.add_argument("model")
-    p.add_argument("--checkpoint", required=True, help="the trained dense network (autoprune train --out)")
-    p.add_argument(
-        "--data", required=True, help="digits | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | imagefolder:DIR"
-    )
+def _search_budgets(p: argparse.ArgumentParser) -> None:
+    """``search``'s budgets: the device's predictor and budget, other targets, an accuracy tolerance."""
     p.add_argument("--predictor", help="the device's latency predictor (autoprune fit --out)")
     budget = p.add_mutually_exclusive_group()  # one of them, or --max-accuracy-drop (SearchConfig checks)
     budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
@@ -177,6 +168,20 @@ def _search(sub: Any) -> None:
         help="constrain the predictor's calibrated upper bound, not its prediction: a network drawn like "
         "the profile's measures under it with this probability (e.g. 0.95)",
     )
+
+
+def _search(sub: Any) -> None:
+    from autoprune.search import list_strategies, strategy_options
+
+    p = sub.add_parser(
+        "search", help="search per-group widths under a latency budget or an accuracy tolerance"
+    )
+    p.add_argument("model")
+    p.add_argument("--checkpoint", required=True, help="the trained dense network (autoprune train --out)")
+    p.add_argument(
+        "--data", required=True, help="digits | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | imagefolder:DIR"
+    )
+    _search_budgets(p)
     p.add_argument(
         "--strategy",
         help=f"how networks are proposed: {' | '.join(list_strategies())} "
