@@ -203,7 +203,10 @@ def render(
         for dev in DEVICES:
             t = [timed[dev][r["run"]] for _, r in mine]
             ratios = [x["ratio"] for x in t]
-            needs = [x["ratio"] * (1 + margin_for(x["ratio_spread"], tolerance=0.03)) for x in t]
+            needs = [
+                x["ratio"] * (1 + margin_for(x["ratio_spread"], tolerance=PROTOCOLS[dev].max_deviation))
+                for x in t
+            ]
             meets = sum(n <= budgets[dev] / 100 for n in needs)
             worst = max(worst, *(100 * (n / (budgets[dev] / 100) - 1) for n in needs))
             cells += [f"{np.mean(ratios):.3f}, {max(ratios):.3f}", f"{meets}/{len(t)}"]

@@ -39,10 +39,9 @@ from autoprune.rundir import claim_run_dir
 from autoprune.search import (
     Candidate,
     Measured,
-    budget_frame,
     channel_scores,
     check_budget,
-    reference_scale,
+    profile_frame,
     select_by_measurement,
 )
 from autoprune.search.allocation import scaled_down
@@ -187,14 +186,12 @@ def _budget(b: Bound, lp: LatencyPredictor, config: AdaptConfig, run_dir: Path) 
     if not ref_path.is_file():
         write_json(ref_path, {"reference_ms": b.time([dense_widths(b.groups)])[0].median_ms})
     reference_ms = float(json.loads(ref_path.read_text())["reference_ms"])
-    profile_ms = lp.meta.get("reference_ms")
-    frame_ms = budget_frame(
-        budget_in_ms=config.budget_ms is not None, reference_ms=reference_ms, profile_reference_ms=profile_ms
-    )
-    scale = reference_scale(profile_reference_ms=profile_ms, reference_ms=frame_ms)
+    frame_ms, scale = profile_frame(
+        budget_in_ms=config.budget_ms is not None, reference_ms=reference_ms,
+        profile_reference_ms=lp.meta.get("reference_ms"),
+    )  # fmt: skip
     budget_ms = float(config.budget_ms or (config.budget_ratio or 1.0) * reference_ms)
-    narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(b.space.narrowest())
-    check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))
+    check_budget(budget_ms, fastest_ms=scale * lp.narrowest_ms(b.space.narrowest()))
     return _Budget(budget_ms, reference_ms, frame_ms, scale, lp)
 
 
@@ -246,7 +243,7 @@ def _measured(b: Bound, widths: Widths, budget: _Budget, config: AdaptConfig) ->
     predict_ms = budget.predict_ms
     lower = scaled_down(b.space, widths, predict_ms, budget_ms=budget.budget_ms, fallbacks=FALLBACKS)
     candidates = [Candidate(widths, predict_ms(widths)), *(Candidate(w, ms) for w, ms in lower)]
-    tolerance = b.protocol.max_deviation if config.margin is None else config.margin
+    tolerance = b.tolerance(config.margin)
 
     def judged(widths_list: list[Widths]) -> list[Timing]:
         timings = b.time_beside_dense(widths_list, tolerance=tolerance, max_seconds=MEASURE_SECONDS)

@@ -32,6 +32,10 @@ class Bound:
     protocol: ProtocolConfig
     space: WidthSpace
 
+    def tolerance(self, margin: float | None) -> float:
+        """The least margin a finalist's measurement needs here: ``margin`` (--margin) or the protocol's."""
+        return self.protocol.max_deviation if margin is None else margin
+
     def time(self, widths: list[Widths]) -> list[Timing]:
         """The dense network pruned to each of ``widths``, timed interleaved as the profile was."""
         return time_widths(

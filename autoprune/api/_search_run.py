@@ -3,7 +3,6 @@ search judges a network (prune, proxy, short fine-tune, device timing). ``search
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from autoprune.search import (
     Report,
     SearchProblem,
     SearchStrategy,
-    budget_frame,
     channel_scores,
     check_budget,
     check_storage,
@@ -42,7 +40,7 @@ from autoprune.search import (
     load_start,
     measured_once,
     open_study,
-    reference_scale,
+    profile_frame,
     resolve_budget,
     search_reference,
     strategy_class,
@@ -226,7 +224,7 @@ class SearchRun:
 
     @property
     def tolerance(self) -> float:
-        return self.b.protocol.max_deviation if self.config.margin is None else self.config.margin
+        return self.b.tolerance(self.config.margin)
 
 
 def open_search(
@@ -240,7 +238,7 @@ def open_search(
     get_criterion(config.criterion)
     ds = load_dataset(data, image_size=image_size)
     lp = LatencyPredictor.load(predictor)
-    factor = 1.0 if config.budget_confidence is None else math.exp(lp.log_margin(config.budget_confidence))
+    factor = lp.upper_factor(config.budget_confidence)
     if strategy.needs_gradients and not lp.differentiable:
         raise ConfigError(
             f"--strategy {strategy.name} trains against a differentiable latency predictor and "
@@ -291,27 +289,24 @@ def _budgeted(
     reporter: Reporter,
 ) -> SearchRun:  # fmt: skip
     """The dense network timed, the budget fixed (and every other target's), the run assembled."""
-    opt_study = study
     # The profile's latencies are drift-corrected to its own reference timing; the dense network timed
     # now converts them to the device's conditions now, in which the budget and the finalists are.
-    with study_lock(opt_study):  # the first of several workers records it; the others read it
-        reference_ms = search_reference(opt_study, lambda: b.time([dense_widths(b.groups)])[0].median_ms)
+    with study_lock(study):  # the first of several workers records it; the others read it
+        reference_ms = search_reference(study, lambda: b.time([dense_widths(b.groups)])[0].median_ms)
         first = target_name(predictor, [])
-        extras = open_targets(config, b=b, model=model, study=opt_study, first=first, reporter=reporter)
-    frame_ms = budget_frame(
+        extras = open_targets(config, b=b, model=model, study=study, first=first, reporter=reporter)
+    frame_ms, scale = profile_frame(
         budget_in_ms=config.budget_ms is not None,
         reference_ms=reference_ms,
         profile_reference_ms=lp.meta.get("reference_ms"),
     )
-    scale = reference_scale(profile_reference_ms=lp.meta.get("reference_ms"), reference_ms=frame_ms)
     budget_ms = resolve_budget(
-        opt_study,
+        study,
         budget_ms=config.budget_ms,
         budget_ratio=config.budget_ratio,
         measure_dense=lambda: reference_ms,
     )
-    narrowest_ms = lp.meta.get("narrowest_ms") or lp.predict(b.space.narrowest())
-    check_budget(budget_ms, fastest_ms=scale * float(narrowest_ms))  # math.inf: no budget
+    check_budget(budget_ms, fastest_ms=scale * lp.narrowest_ms(b.space.narrowest()))  # math.inf: no budget
     reporter.log(
         f"dense network measured at {reference_ms:.4f} ms now; the budget's frame is {frame_ms:.4f} ms "
         f"(profile latencies scaled by {scale:.3f})"
@@ -320,7 +315,7 @@ def _budgeted(
     return SearchRun(
         model=model, predictor=predictor, config=config, strategy=strategy, extras=extras, ds=ds, lp=lp,
         bound_factor=factor, b=b,
-        run_dir=run_dir, storage_url=storage_url, study=opt_study, reference_ms=reference_ms,
+        run_dir=run_dir, storage_url=storage_url, study=study, reference_ms=reference_ms,
         frame_ms=frame_ms, scale=scale, budget_ms=budget_ms,
         augment=training.resolve_augment(config.augment, ds), batches=batches,
         scores=channel_scores(b.net, b.example, config.criterion, batches=batches),

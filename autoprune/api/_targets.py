@@ -4,7 +4,6 @@ otherwise judged on its predictor's calibrated upper bound (``autoprune.search.t
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,9 +22,8 @@ from autoprune.latency import Timing, get_backend
 from autoprune.latency.compat import difference, mismatch
 from autoprune.predictor import LatencyPredictor
 from autoprune.search import (
-    budget_frame,
     check_budget,
-    reference_scale,
+    profile_frame,
     search_reference,
     space_for,
     strategy_class,
@@ -82,23 +80,20 @@ def _open(
     measure: Timer | None = None
     if bound is not None:  # as the first target: the dense network timed now is the budget's frame
         reference = search_reference(study, lambda: bound.time([dense])[0].median_ms, target=name)
-        profiled = lp.meta.get("reference_ms")
-        frame = budget_frame(budget_in_ms=spec.budget_ms is not None, reference_ms=reference,
-                             profile_reference_ms=profiled)  # fmt: skip
-        scale = reference_scale(profile_reference_ms=profiled, reference_ms=frame)
+        frame, scale = profile_frame(budget_in_ms=spec.budget_ms is not None, reference_ms=reference,
+                                     profile_reference_ms=lp.meta.get("reference_ms"))  # fmt: skip
         confidence = config.budget_confidence
-        tolerance = bound.protocol.max_deviation if config.margin is None else config.margin
+        tolerance = bound.tolerance(config.margin)
         measure = _judged(bound, frame, tolerance=tolerance, max_seconds=config.measure_seconds)
         said = "timed on this machine"
     else:  # the profile's own conditions, the predictor's upper bound
         frame, scale, tolerance = float(lp.meta.get("reference_ms") or lp.predict(dense)), 1.0, 0.0
         confidence = config.budget_confidence or REMOTE_CONFIDENCE
         said = f"predicted only, on its upper bound at {confidence:g} ({why})"
-    factor = 1.0 if confidence is None else math.exp(lp.log_margin(confidence))
+    factor = lp.upper_factor(confidence)
     budget_ms = spec.budget_ms if spec.budget_ms is not None else float(spec.budget_ratio or 1.0) * frame
-    narrowest = lp.meta.get("narrowest_ms") or lp.predict(b.space.narrowest())
     try:
-        check_budget(budget_ms, fastest_ms=scale * float(narrowest))
+        check_budget(budget_ms, fastest_ms=scale * lp.narrowest_ms(b.space.narrowest()))
     except AutopruneError as exc:
         raise type(exc)(f"--target {spec}: {exc}") from None
     reporter.log(f"target {name}: budget {budget_ms:.4f} ms, {said}")

@@ -195,7 +195,15 @@ class LatencyPredictor(ABC):
     ) -> float | np.ndarray:
         """A latency that a network drawn like the profile's measures under with probability
         ``confidence``: the prediction times the conformal quantile of measured / predicted."""
-        return self.predict(widths) * math.exp(self.log_margin(confidence))
+        return self.predict(widths) * self.upper_factor(confidence)
+
+    def upper_factor(self, confidence: float | None) -> float:
+        """What ``predict_upper`` multiplies the prediction by (1 with no ``confidence``)."""
+        return 1.0 if confidence is None else math.exp(self.log_margin(confidence))
+
+    def narrowest_ms(self, narrowest: Mapping[str, int]) -> float:
+        """The narrowest network's latency: as profiled when the profile has it, else predicted."""
+        return float(self.meta.get("narrowest_ms") or self.predict(narrowest))
 
     # -- binding ----------------------------------------------------------------------------------
     def check_model(self, groups: Sequence[ChannelGroup], model_spec: str) -> None:

@@ -35,6 +35,17 @@ def budget_frame(*, budget_in_ms: bool, reference_ms: float, profile_reference_m
     return float(reference_ms)
 
 
+def profile_frame(
+    *, budget_in_ms: bool, reference_ms: float, profile_reference_ms: float | None
+) -> tuple[float, float]:
+    """The budget's frame (``budget_frame``) and the scale that puts a profile's latencies in it
+    (``reference_scale``): what every run bound to a profile needs, for each of its targets."""
+    frame = budget_frame(
+        budget_in_ms=budget_in_ms, reference_ms=reference_ms, profile_reference_ms=profile_reference_ms
+    )
+    return frame, reference_scale(profile_reference_ms=profile_reference_ms, reference_ms=frame)
+
+
 def reference_scale(*, profile_reference_ms: float | None, reference_ms: float) -> float:
     """What a profile's latencies are multiplied by to be in this search's conditions: the reference
     measured now over the profile's reference (1 for a predictor fit on a profile without one)."""

@@ -58,13 +58,16 @@ class Reading:
     predicted_ms: float
     measured_ms: float | None  # None: predicted only (the device is not here)
     margin: float  # the fraction its latency had to stay under the budget by
-    within_budget: bool
 
     @property
     def need(self) -> float:
         """Its latency with its margin over the budget: <= 1 meets it."""
         ms = self.predicted_ms if self.measured_ms is None else self.measured_ms
         return ms * (1.0 + self.margin) / self.budget_ms
+
+    @property
+    def within_budget(self) -> bool:
+        return self.need <= 1.0
 
 
 class Targets:
@@ -169,8 +172,7 @@ class Targets:
                 ms, margin = None, 0.0  # an upper bound: no noise margin on top of it
             else:
                 ms, margin = timing.median_ms, margin_for(timing.spread, tolerance=t.tolerance)
-            r = Reading(t.name, t.budget_ms, predicted, ms, margin, within_budget=False)
-            readings.append(replace(r, within_budget=r.need <= 1.0))
+            readings.append(Reading(t.name, t.budget_ms, predicted, ms, margin))
         self._readings[_key(widths)] = readings
         binding = max(readings, key=lambda r: r.need)
         first = timings[0]
@@ -178,7 +180,7 @@ class Targets:
         # One timing in the first target's frame: the binding target's latency scaled to it, with the
         # binding target's margin; where that margin is below the first target's floor, the latency is
         # scaled down by the difference, so the floor's rule gives the binding target's verdict.
-        floor = max(self.primary.tolerance, 0.0)
+        floor = self.primary.tolerance
         ms = binding.predicted_ms if binding.measured_ms is None else binding.measured_ms
         share = ms / binding.budget_ms
         if binding.margin >= floor:
