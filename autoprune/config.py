@@ -295,18 +295,13 @@ class SearchConfig(_Config):
 
 
 @dataclass(frozen=True)
-class AdaptConfig(_Config):
-    """``autoprune adapt`` (STAMP): the budget (``budget_ms``, or ``budget_ratio`` of the dense latency
-    measured now); meta-training of the mask generator over ``meta_steps`` episodes of
-    ``subset_classes`` reference classes (None: half of them), each reading a set of ``set_size`` images
-    and scored on ``query_size`` others; adaptation to the target in ``adapt_steps`` gradient steps; the
-    latency loss's ``weight`` and ``pull``, the generator's ``lr``; then BatchNorm recalibrated on
-    ``calibration_batches`` target batches, an optional fine-tune (``finetune_epochs``, 0: none, at
-    ``finetune_lr``), and the result measured, accepted within the budget by ``margin`` (default: the
-    protocol's tolerance)."""
+class StampKnobs:
+    """STAMP's meta-training and adaptation knobs, shared by ``AdaptConfig`` and the algorithm's own
+    ``StampSettings``: episodes (``meta_steps``), classes per episode (``subset_classes``; None: half the
+    reference's), the set the generator reads (``set_size``), the query batch (``query_size``), gradient
+    steps on the target (``adapt_steps``), the latency loss's ``weight`` and ``pull`` from below, the
+    generator's learning rate ``lr``, and the ``seed``."""
 
-    budget_ms: float | None = None
-    budget_ratio: float | None = None
     meta_steps: int = 300
     subset_classes: int | None = None
     set_size: int = 64
@@ -315,22 +310,42 @@ class AdaptConfig(_Config):
     weight: float = 2.0
     pull: float = 0.1
     lr: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.meta_steps < 0 or self.adapt_steps < 0:
+            raise ConfigError("--meta-steps and --adapt-steps must be >= 0")
+        if self.subset_classes is not None and self.subset_classes < 2:
+            raise ConfigError(f"--subset-classes must be >= 2 (a task to tell apart): {self.subset_classes}")
+        if self.weight < 0 or self.pull < 0:
+            raise ConfigError(f"--weight and --pull must be >= 0, got {self.weight} and {self.pull}")
+        for name in ("set_size", "query_size", "lr"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class AdaptConfig(StampKnobs, _Config):
+    """``autoprune adapt`` (STAMP): the budget (``budget_ms``, or ``budget_ratio`` of the dense latency
+    measured now), the mask generator's meta-training and adaptation (``StampKnobs``), then BatchNorm
+    recalibrated on ``calibration_batches`` target batches, an optional fine-tune (``finetune_epochs``, 0:
+    none, at ``finetune_lr``), and the result measured, accepted within the budget by ``margin``
+    (default: the protocol's tolerance)."""
+
+    budget_ms: float | None = None
+    budget_ratio: float | None = None
     calibration_batches: int = 8
     finetune_epochs: float = 0.0
     finetune_lr: float = 0.01
     margin: float | None = None
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if (self.budget_ms is None) == (self.budget_ratio is None):
             raise ConfigError("give exactly one of --budget-ms X or --budget-ratio R")
         _check_budget(self.budget_ms, self.budget_ratio)
-        if self.meta_steps < 0 or self.adapt_steps < 0 or self.finetune_epochs < 0:
-            raise ConfigError("--meta-steps, --adapt-steps and --finetune-epochs must be >= 0")
-        if self.subset_classes is not None and self.subset_classes < 2:
-            raise ConfigError(f"--subset-classes must be >= 2 (a task to tell apart): {self.subset_classes}")
-        if self.weight < 0 or self.pull < 0:
-            raise ConfigError(f"--weight and --pull must be >= 0, got {self.weight} and {self.pull}")
-        self._positive("set_size", "query_size", "lr", "calibration_batches", "finetune_lr")
+        super().__post_init__()
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
+        self._positive("calibration_batches", "finetune_lr")
         if self.margin is not None and not 0 <= self.margin < 1:
             raise ConfigError(f"--margin must be in [0, 1), got {self.margin}")

@@ -82,24 +82,37 @@ def train(
             loss = _loss(model, x, y, teacher, distill_temperature, distill_alpha)
             if penalty is not None:
                 loss = loss + penalty(step, total)
-            for o in (opt, *optimizers):
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            for o in (opt, *optimizers):
-                o.step()
-            sched.step()
+            _descend(loss, (opt, *optimizers), sched)
             step += 1
             if on_step is not None:
                 on_step(step, total)
             if step == total:
                 break
         if on_epoch is not None and step % per_epoch == 0:  # a complete pass: the loader drew its order
-            on_epoch({
-                "step": step, "total": total, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "order_rng": order.get_state(),
-                "augment_rng": crops.get_state(), "torch_rng": torch.get_rng_state(),
-            })  # fmt: skip
+            on_epoch(_snapshot(step, total, model, opt, sched, order, crops))
     model.eval()
+
+
+def _descend(loss: Tensor, optimizers: Sequence[torch.optim.Optimizer], sched: Any) -> None:
+    """One step of every optimiser on ``loss``'s gradients, then the schedule's."""
+    for o in optimizers:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    for o in optimizers:
+        o.step()
+    sched.step()
+
+
+def _snapshot(
+    step: int, total: int, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+    order: torch.Generator, crops: torch.Generator,
+) -> TrainState:  # fmt: skip
+    """The ``TrainState`` after ``step`` of ``total`` (live tensors)."""
+    return {
+        "step": step, "total": total, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "order_rng": order.get_state(),
+        "augment_rng": crops.get_state(), "torch_rng": torch.get_rng_state(),
+    }  # fmt: skip
 
 
 def _loss(

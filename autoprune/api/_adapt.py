@@ -19,6 +19,7 @@ from autoprune import training
 from autoprune._console import Reporter
 from autoprune._io import atomic_write, write_json
 from autoprune.adapt.stamp import (
+    AdaptedMask,
     MaskGenerator,
     StampSettings,
     adapt_mask,
@@ -29,7 +30,7 @@ from autoprune.adapt.stamp import (
 )
 from autoprune.api._bound import Bound, bind
 from autoprune.config import MEASURE_SECONDS, AdaptConfig
-from autoprune.data import load_dataset
+from autoprune.data import DatasetSplits, load_dataset
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths, dense_widths
 from autoprune.latency import Timing
@@ -117,6 +118,38 @@ def adapt(
     )
     generator, meta_seconds, reused = _generator(b, ref.train, stamp, budget, settings, run_dir, reporter)
 
+    tuned, mask, replaced, adapt_seconds = _adapt_to_target(
+        b, target, generator, budget, stamp, config, reporter
+    )
+    chosen = _measured(b, mask.widths, budget, config)
+    pruned = prune_model(
+        tuned, widths=chosen.candidate.widths, model_spec=model, num_classes=target.num_classes,
+        input_shape=b.input_shape, criterion="stamp", scores=mask.scores,
+    )  # fmt: skip
+    val, test = _tune_and_score(pruned.module, target, config, reporter)
+    pruned.meta = {
+        "budget_ms": budget.budget_ms, "reference_ms": budget.reference_ms, "frame_ms": budget.frame_ms,
+        "profile_scale": budget.scale, "predicted_ms": chosen.candidate.predicted_ms,
+        "measured_ms": chosen.measured_ms, "margin": chosen.margin, "generator_predicted_ms": mask.latency_ms,
+        "widths": pruned.widths, "generator_counts": mask.counts, "val_accuracy": val, "test_accuracy": test,
+        "meta_seconds": meta_seconds, "reused_generator": reused, "adapt_seconds": adapt_seconds,
+        "replaced_classifier": replaced, "finetune_epochs": config.finetune_epochs, "strategy": "stamp",
+        "backend": lp.meta["backend"], "device": lp.meta["device"],
+    }  # fmt: skip
+    save_pruned(run_dir / "pruned.pt", pruned)
+    write_json(run_dir / "adapt.json", pruned.meta)
+    return AdaptResult(
+        run_dir, budget.budget_ms, pruned.widths, chosen.candidate.predicted_ms, chosen.measured_ms,
+        budget.reference_ms, val, test, meta_seconds, adapt_seconds, replaced,
+    )  # fmt: skip
+
+
+def _adapt_to_target(
+    b: Bound, target: DatasetSplits, generator: MaskGenerator, budget: _Budget, stamp: StampSettings,
+    config: AdaptConfig, reporter: Reporter,
+) -> tuple[torch.nn.Module, AdaptedMask, bool, float]:  # fmt: skip
+    """The dense network for the target (a new classifier where its classes differ) and the generator's
+    mask adapted to the target's data: (network, mask, classifier replaced, seconds taken)."""
     began = time.perf_counter()
     tuned = copy.deepcopy(b.net)
     replaced = target.num_classes != b.classes
@@ -134,34 +167,19 @@ def adapt(
         settings=stamp,
         on_step=reporter.task("adapt to target"),
     )
-    adapt_seconds = time.perf_counter() - began
+    return tuned, mask, replaced, time.perf_counter() - began
 
-    chosen = _measured(b, mask.widths, budget, config)
-    pruned = prune_model(
-        tuned, widths=chosen.candidate.widths, model_spec=model, num_classes=target.num_classes,
-        input_shape=b.input_shape, criterion="stamp", scores=mask.scores,
-    )  # fmt: skip
-    recalibrate_bn(pruned.module, calibration_batches(target.train, count=config.calibration_batches,
-                                                      seed=config.seed))  # fmt: skip
+
+def _tune_and_score(
+    module: torch.nn.Module, target: DatasetSplits, config: AdaptConfig, reporter: Reporter
+) -> tuple[float, float]:
+    """BatchNorm recalibrated on the target, the optional fine-tune, and (validation, test) accuracy."""
+    batches = calibration_batches(target.train, count=config.calibration_batches, seed=config.seed)
+    recalibrate_bn(module, batches)
     if config.finetune_epochs > 0:
-        training.train(pruned.module, target.train, epochs=config.finetune_epochs, lr=config.finetune_lr,
+        training.train(module, target.train, epochs=config.finetune_epochs, lr=config.finetune_lr,
                        seed=config.seed, on_step=reporter.task("fine-tune"))  # fmt: skip
-    val, test = training.evaluate(pruned.module, target.val), training.evaluate(pruned.module, target.test)
-    pruned.meta = {
-        "budget_ms": budget.budget_ms, "reference_ms": budget.reference_ms, "frame_ms": budget.frame_ms,
-        "profile_scale": budget.scale, "predicted_ms": chosen.candidate.predicted_ms,
-        "measured_ms": chosen.measured_ms, "margin": chosen.margin, "generator_predicted_ms": mask.latency_ms,
-        "widths": pruned.widths, "generator_counts": mask.counts, "val_accuracy": val, "test_accuracy": test,
-        "meta_seconds": meta_seconds, "reused_generator": reused, "adapt_seconds": adapt_seconds,
-        "replaced_classifier": replaced, "finetune_epochs": config.finetune_epochs, "strategy": "stamp",
-        "backend": lp.meta["backend"], "device": lp.meta["device"],
-    }  # fmt: skip
-    save_pruned(run_dir / "pruned.pt", pruned)
-    write_json(run_dir / "adapt.json", pruned.meta)
-    return AdaptResult(
-        run_dir, budget.budget_ms, pruned.widths, chosen.candidate.predicted_ms, chosen.measured_ms,
-        budget.reference_ms, val, test, meta_seconds, adapt_seconds, replaced,
-    )  # fmt: skip
+    return training.evaluate(module, target.val), training.evaluate(module, target.test)
 
 
 def _check_inputs(

@@ -14,7 +14,15 @@ from autoprune._console import Reporter
 from autoprune.config import ProtocolConfig, SamplingConfig
 from autoprune.errors import ConfigError
 from autoprune.graph import ChannelGraph
-from autoprune.latency import Profile, default_profile_path, get_backend, lut_path, profile_lut, profile_model
+from autoprune.latency import (
+    LatencyBackend,
+    Profile,
+    default_profile_path,
+    get_backend,
+    lut_path,
+    profile_lut,
+    profile_model,
+)
 from autoprune.latency.lut import check_grid
 from autoprune.latency.merge import merge_profiles as _merge
 from autoprune.latency.shard import ACTIVE_SHARD, Shard
@@ -59,15 +67,11 @@ def profile(
     net, classes = load_model(model, checkpoint=checkpoint, num_classes=num_classes)
     check_forward(net, model, input_shape)
     timer = get_backend(backend, **(backend_options or {}))
-    acquire: ActiveAcquirer | None = None
-    if active:
-        groups = ChannelGraph(copy.deepcopy(net), torch.zeros(1, *input_shape[1:])).groups
-        features = Features(groups, layers_of(net, input_shape, groups))
-        acquire = ActiveAcquirer(features, budget_ms=budget_ms, batch=active_batch, seed=sampling.seed)
+    acquire = (
+        _acquirer(net, input_shape, sampling, budget_ms=budget_ms, batch=active_batch) if active else None
+    )
     if out is None:
-        out = default_profile_path(profiles_dir, model=model, backend=timer, input_shape=input_shape)
-        if part is not None:  # never the whole profile's name: an unsharded run there would refuse it
-            out = out.with_name(f"{out.stem}__shard{part.index}of{part.count}{out.suffix}")
+        out = _default_out(profiles_dir, model, timer, input_shape, part)
     prof = profile_model(
         net,
         model_spec=model,
@@ -95,6 +99,29 @@ def profile(
             on_sample=reporter.task(f"lookup table {model}"),
         )
     return prof
+
+
+def _acquirer(
+    net: torch.nn.Module, input_shape: Sequence[int], sampling: SamplingConfig, *, budget_ms: float | None,
+    batch: int,
+) -> ActiveAcquirer:  # fmt: skip
+    """Active profiling's chooser of the next networks, on ``net``'s channel groups and layers."""
+    groups = ChannelGraph(copy.deepcopy(net), torch.zeros(1, *input_shape[1:])).groups
+    features = Features(groups, layers_of(net, input_shape, groups))
+    return ActiveAcquirer(features, budget_ms=budget_ms, batch=batch, seed=sampling.seed)
+
+
+def _default_out(
+    profiles_dir: str | Path,
+    model: str,
+    timer: LatencyBackend,
+    input_shape: Sequence[int],
+    part: Shard | None,
+) -> Path:
+    """The profile's path under ``profiles_dir``; a shard's is its own (never the whole profile's name:
+    an unsharded run there would refuse it)."""
+    out = default_profile_path(profiles_dir, model=model, backend=timer, input_shape=input_shape)
+    return out if part is None else out.with_name(f"{out.stem}__shard{part.index}of{part.count}{out.suffix}")
 
 
 def _check_shard(

@@ -129,33 +129,7 @@ def tensorrt_plan(
     config = EngineConfig(**chosen, **built, min_batch=lo, opt_batch=batch, max_batch=hi)
     searched_on = None
     if verify and budget_ms is None:
-        if searched is None:
-            what = f"{meta.get('backend')} {meta.get('precision', 'fp32')}"
-            raise ConfigError(
-                f"--verify needs a TensorRT budget, but the search measured with {what}: pass --budget-ms"
-            )
-        differ = [
-            f"--{key.replace('_', '-')} {value} (the search's {searched.get(key)})"
-            for key, value in chosen.items()
-            if value != searched.get(key)
-        ]
-        if differ:
-            raise ConfigError(
-                f"--verify checks the search's budget, which holds for the engine the search measured, but "
-                f"this export asks for {', '.join(differ)}: drop those options, or pass --budget-ms"
-            )
-        if meta.get("budget_ms") is None:
-            raise ConfigError(
-                "the search had no latency budget (only --max-accuracy-drop) for --verify to check: "
-                "pass --budget-ms"
-            )
-        budget_ms = float(meta["budget_ms"])
-        accelerator = (meta.get("device") or {}).get("accelerator") or {}
-        searched_on = {
-            "gpu": accelerator.get("gpu"),
-            "compute_capability": accelerator.get("compute_capability"),
-            "tensorrt": (meta.get("device") or {}).get("tensorrt"),
-        }
+        budget_ms, searched_on = _searched_budget(meta, searched, chosen)
     return TensorRTPlan(
         config=config,
         device=index,
@@ -164,3 +138,37 @@ def tensorrt_plan(
         budget_ms=budget_ms,
         searched_on=searched_on,
     )
+
+
+def _searched_budget(
+    meta: dict[str, Any], searched: dict[str, Any] | None, chosen: dict[str, Any]
+) -> tuple[float, dict[str, Any]]:
+    """The search's own budget for ``--verify`` (and the GPU it was searched on), or a one-line
+    ConfigError where it does not hold for the engine asked for."""
+    if searched is None:
+        what = f"{meta.get('backend')} {meta.get('precision', 'fp32')}"
+        raise ConfigError(
+            f"--verify needs a TensorRT budget, but the search measured with {what}: pass --budget-ms"
+        )
+    differ = [
+        f"--{key.replace('_', '-')} {value} (the search's {searched.get(key)})"
+        for key, value in chosen.items()
+        if value != searched.get(key)
+    ]
+    if differ:
+        raise ConfigError(
+            f"--verify checks the search's budget, which holds for the engine the search measured, but "
+            f"this export asks for {', '.join(differ)}: drop those options, or pass --budget-ms"
+        )
+    if meta.get("budget_ms") is None:
+        raise ConfigError(
+            "the search had no latency budget (only --max-accuracy-drop) for --verify to check: "
+            "pass --budget-ms"
+        )
+    accelerator = (meta.get("device") or {}).get("accelerator") or {}
+    searched_on = {
+        "gpu": accelerator.get("gpu"),
+        "compute_capability": accelerator.get("compute_capability"),
+        "tensorrt": (meta.get("device") or {}).get("tensorrt"),
+    }
+    return float(meta["budget_ms"]), searched_on

@@ -225,13 +225,40 @@ def export_tensorrt(
             f"the {config.precision} engine measures {stats.median_ms:.4f} ms on {gpu['gpu']}, over the "
             f"budget of {verify_budget_ms:.4f} ms: search again with a lower --budget-ms to leave headroom"
         )
-    calibrated_on = ("data" if calibration is not None else "random") if config.precision == "int8" else None
-    measured = None if stats is None else {
-        "batch": batch, "transfers": transfers, "cuda_graph": cuda_graph,
-        "cuda_graph_used": measured_with["cuda_graph"], "enqueue_bound": measured_with["enqueue_bound"],
-        "protocol": protocol.to_dict(), "budget_ms": verify_budget_ms,
-    }  # fmt: skip
-    sidecar = {
+    sidecar = _sidecar(
+        path, engine, config, device=device, gpu=gpu, io=io, seed=seed, onnx_diff=onnx_diff,
+        parity=(diff, tolerance, batch), calibrated=calibration is not None, stats=stats,
+        measured=None if stats is None else {
+            "batch": batch, "transfers": transfers, "cuda_graph": cuda_graph,
+            "cuda_graph_used": measured_with["cuda_graph"], "enqueue_bound": measured_with["enqueue_bound"],
+            "protocol": protocol.to_dict(), "budget_ms": verify_budget_ms,
+        },
+    )  # fmt: skip
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(engine)
+    write_json(sidecar_path(path), sidecar)
+    return TensorRTExport(Path(path), sidecar_path(path), diff, tolerance, onnx_diff, stats)
+
+
+def _sidecar(
+    path: str | Path,
+    engine: bytes,
+    config: EngineConfig,
+    *,
+    device: int,
+    gpu: dict[str, Any],
+    io: dict[str, Any],
+    seed: int,
+    onnx_diff: float | None,
+    parity: tuple[float, float, int],
+    calibrated: bool,
+    stats: LatencyStats | None,
+    measured: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What the engine's sidecar JSON records: the engine's identity and build, its parity (max abs
+    difference, tolerance, batch) and, where it was measured, its latency and how."""
+    diff, tolerance, batch = parity
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "engine": Path(path).name,
@@ -244,16 +271,12 @@ def export_tensorrt(
         **io,
         "parity": {"max_abs_diff": diff, "tolerance": tolerance, "batch": batch, "seed": seed},
         "onnx_parity": onnx_diff,
-        "calibration": calibrated_on,
+        "calibration": ("data" if calibrated else "random") if config.precision == "int8" else None,
         "latency": None if stats is None else stats.to_dict(),
         "measured": measured,
         "autoprune_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(engine)
-    write_json(sidecar_path(path), sidecar)
-    return TensorRTExport(Path(path), sidecar_path(path), diff, tolerance, onnx_diff, stats)
 
 
 def _check_request(

@@ -219,6 +219,29 @@ def _resume(
     return existing.rows.to_dict("records"), list(existing.meta.get("runs", []))
 
 
+def _profile_meta(
+    model_spec: str, num_classes: int, input_shape: Sequence[int], backend: LatencyBackend,
+    protocol: ProtocolConfig, sampling: SamplingConfig, groups: Sequence[ChannelGroup], *,
+    initial: int | None, shard: Shard | None, plan: list[tuple[str, Widths]],
+) -> dict[str, Any]:  # fmt: skip
+    """The profile's sidecar before its runs: how it is measured, the model's groups, the active
+    profiling's settings (``initial``: None when not active) and the shard's part of the plan."""
+    return {
+        "format": FORMAT,
+        **measurement_meta(
+            model_spec=model_spec,
+            input_shape=input_shape,
+            backend=backend,
+            protocol=protocol,
+            sampling=sampling,
+        ),
+        "num_classes": num_classes,
+        "groups": [[g.name, g.channels] for g in groups],
+        "active": {"initial": initial} if initial is not None else None,
+        **({"shard": shard.to_meta(plan)} if shard is not None else {}),
+    }
+
+
 def profile_model(
     model: nn.Module,
     *,
@@ -250,20 +273,9 @@ def profile_model(
     example = torch.zeros(1, *input_shape[1:])  # widths, MACs and params are per image
     groups = ChannelGraph(copy.deepcopy(model).eval(), example).groups
     plan = plan_samples(groups, sampling)
-    meta = {
-        "format": FORMAT,
-        **measurement_meta(
-            model_spec=model_spec,
-            input_shape=input_shape,
-            backend=backend,
-            protocol=protocol,
-            sampling=sampling,
-        ),
-        "num_classes": num_classes,
-        "groups": [[g.name, g.channels] for g in groups],
-        "active": {"initial": initial} if acquire is not None else None,
-        **({"shard": shard.to_meta(plan)} if shard is not None else {}),
-    }
+    active = initial if acquire is not None else None
+    meta = _profile_meta(model_spec, num_classes, input_shape, backend, protocol, sampling, groups,
+                         initial=active, shard=shard, plan=plan)  # fmt: skip
     records, runs = _resume(out, meta, shard)
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)

@@ -63,8 +63,6 @@ def compare(
     """Fit and score every predictor in ``kinds``; ``options[kind]`` are its constructor options.
     ``kfold_coverage``: also calibrate every fold's fit, for the bounds' coverage over all rows (up to
     11 fits a fold instead of one: the benchmark's, not ``autoprune fit``'s)."""
-    from sklearn.model_selection import KFold
-
     options = options or {}
     n = len(profile.rows)
     if folds > n:
@@ -76,41 +74,32 @@ def compare(
     train, test = split_rows(n, holdout, seed)
     rng = np.random.default_rng(seed)
     candidates = [widths[i] for i in rng.integers(0, n, 1000)]
-    results: dict[str, dict[str, Any]] = {}
-    predicted: dict[str, np.ndarray] = {}
-
-    def new(kind: str) -> LatencyPredictor:
-        return make_predictor(kind, features, **dict(options.get(kind, {})))
-
-    kfold_predicted: dict[str, np.ndarray] = {}
+    out = Comparison({}, test, np.asarray(latency[test], float), latency=np.asarray(latency, float))
     for kind in kinds:
         if on_step is not None:
             on_step(kind)
+
+        def new(kind: str = kind) -> LatencyPredictor:
+            return make_predictor(kind, features, **dict(options.get(kind, {})))
+
         t0 = time.perf_counter()
-        predictor = new(kind).fit(profile, train)
+        predictor = new().fit(profile, train)
         fit_s = time.perf_counter() - t0
-        predicted[kind] = predictor.predict([widths[i] for i in test])
+        out.predicted[kind] = predictor.predict([widths[i] for i in test])
         query_s = min(_timed(predictor.predict, candidates) for _ in range(3))
-        under = _under_bounds(predictor, predicted[kind], latency[test])
-        kfold_under: dict[float, np.ndarray | None] = {}
+        under = _under_bounds(predictor, out.predicted[kind], latency[test])
+        kfold_under: dict[float, np.ndarray | None] | None = None
         if folds >= 2:
-            oof = np.empty(n)
-            hits: dict[float, list[np.ndarray | None]] = {c: [] for c in COVERAGE_LEVELS}
-            for fit_rows, score_rows in KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)):
-                fold_predictor = new(kind).fit(profile, fit_rows, calibrate=kfold_coverage)
-                oof[score_rows] = fold_predictor.predict([widths[i] for i in score_rows])
-                if kfold_coverage:
-                    for c, hit in _under_bounds(fold_predictor, oof[score_rows], latency[score_rows]).items():
-                        hits[c].append(hit)
-            kfold_predicted[kind] = oof
-            kfold_under = {c: _joined(h) for c, h in hits.items()} if kfold_coverage else {}
-        results[kind] = {
+            out.kfold_predicted[kind], kfold_under = _kfold(
+                new, profile, folds=folds, seed=seed, coverage=kfold_coverage
+            )
+        out.results[kind] = {
             "label": predictor.label,
-            "held_out": latency_metrics(predicted[kind], latency[test]),
-            "kfold": latency_metrics(kfold_predicted[kind], latency) if folds >= 2 else None,
+            "held_out": latency_metrics(out.predicted[kind], latency[test]),
+            "kfold": latency_metrics(out.kfold_predicted[kind], latency) if folds >= 2 else None,
             "coverage": {
                 "held_out": _shares(under),
-                "kfold": _shares(kfold_under) if folds >= 2 and kfold_coverage else None,
+                "kfold": None if kfold_under is None else _shares(kfold_under),
                 "margin": {
                     f"{c:.2f}": None if m is None else 100 * math.expm1(m)
                     for c, m in _log_margins(predictor).items()
@@ -120,14 +109,26 @@ def compare(
             "fit_s": fit_s,
             "query_ms_per_1000": 1000 * query_s,
         }
-    return Comparison(
-        results,
-        test,
-        np.asarray(latency[test], float),
-        predicted,
-        np.asarray(latency, float),
-        kfold_predicted,
-    )
+    return out
+
+
+def _kfold(
+    new: Callable[[], LatencyPredictor], profile: Profile, *, folds: int, seed: int, coverage: bool
+) -> tuple[np.ndarray, dict[float, np.ndarray | None] | None]:
+    """Every row's out-of-fold prediction, and with ``coverage`` per level whether each row measures
+    under its fold's bound (None: not asked)."""
+    from sklearn.model_selection import KFold
+
+    widths, latency, n = profile.widths(), profile.latency_ms(), len(profile.rows)
+    oof = np.empty(n)
+    hits: dict[float, list[np.ndarray | None]] = {c: [] for c in COVERAGE_LEVELS}
+    for fit_rows, score_rows in KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)):
+        fold_predictor = new().fit(profile, fit_rows, calibrate=coverage)
+        oof[score_rows] = fold_predictor.predict([widths[i] for i in score_rows])
+        if coverage:
+            for c, hit in _under_bounds(fold_predictor, oof[score_rows], latency[score_rows]).items():
+                hits[c].append(hit)
+    return oof, ({c: _joined(h) for c, h in hits.items()} if coverage else None)
 
 
 @dataclass(frozen=True)

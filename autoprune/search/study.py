@@ -189,3 +189,15 @@ def ranked_candidates(study: optuna.Study, space: WidthSpace) -> list[Candidate]
             "run more --trials or raise the budget"
         )
     return out
+
+
+def with_trial_fallbacks(study: optuna.Study, ranked: list[Candidate]) -> list[Candidate]:
+    """``ranked``, then the fallbacks each ranked trial recorded (its user attribute ``fallbacks``: [widths,
+    predicted ms] pairs), pruned from that trial's weights, in the ranking's order."""
+    fallbacks = [
+        Candidate({k: int(v) for k, v in w.items()}, float(ms), start=c.start)
+        for c in ranked
+        if c.trial is not None
+        for w, ms in study.trials[c.trial].user_attrs.get("fallbacks", [])
+    ]
+    return ranked + fallbacks

@@ -243,8 +243,10 @@ def test_a_strategys_own_options_reach_it_and_no_other_strategy_takes_them() -> 
         return SearchConfig(budget_ratio=0.5, strategy=strategy, strategy_options=options)
 
     assert strategy_options()["--fallbacks"].name == "fallbacks"
-    for name in ("knapsack", "uniform", "gates", "droppruning", "halp"):
-        assert strategy_class(name).from_config(config(name, fallbacks=1)).fallbacks == 1  # type: ignore[attr-defined]
+    for name in ("knapsack", "uniform", "gates", "droppruning", "halp", "screen"):
+        assert strategy_class(name).from_config(config(name, fallbacks=1)).fallbacks.count == 1  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match="--fallbacks must be >= 0"):
+            strategy_class(name).from_config(config(name, fallbacks=-1))
     owners = (
         "--fallbacks is an option of --strategy droppruning or gates or halp or knapsack or screen or uniform"
     )

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from autoprune.adapt.stamp._generator import MaskGenerator
+from autoprune.config import StampKnobs
 from autoprune.errors import ConfigError, DataError
 from autoprune.graph import Widths, keep_top
 from autoprune.search.allocation import gate_widths
@@ -46,33 +47,17 @@ BATCH_STATS = True
 
 
 @dataclass(frozen=True)
-class StampSettings:
-    """Meta-training and adaptation knobs: episodes (``meta_steps``), classes per episode
-    (``subset_classes``; None: half the reference's), the set the generator reads (``set_size``), the
-    query batch (``query_size``), gradient steps on the target (``adapt_steps``), the latency loss's
-    weight and pull from below, the generator's learning rate, and its widths."""
+class StampSettings(StampKnobs):
+    """The knobs of ``StampKnobs`` (what ``autoprune adapt`` sets) and the mask generator's widths
+    (``hidden``, ``embed``)."""
 
-    meta_steps: int = 300
-    subset_classes: int | None = None
-    set_size: int = 64
-    query_size: int = 64
-    adapt_steps: int = 20
-    weight: float = 2.0
-    pull: float = 0.1
-    lr: float = 0.05
     hidden: int = 64
     embed: int = 32
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.meta_steps < 0 or self.adapt_steps < 0:
-            raise ConfigError(f"meta_steps and adapt_steps must be >= 0: {self}")
-        if self.set_size < 1 or self.query_size < 1 or self.hidden < 1 or self.embed < 1:
-            raise ConfigError(f"set_size, query_size, hidden and embed must be >= 1: {self}")
-        if self.subset_classes is not None and self.subset_classes < 2:
-            raise ConfigError(f"--subset-classes must be >= 2 (a task to tell apart): {self.subset_classes}")
-        if self.weight < 0 or self.pull < 0 or self.lr <= 0:
-            raise ConfigError(f"weight and pull must be >= 0 and lr > 0: {self}")
+        super().__post_init__()
+        if self.hidden < 1 or self.embed < 1:
+            raise ConfigError(f"hidden and embed must be >= 1: {self}")
 
 
 @dataclass

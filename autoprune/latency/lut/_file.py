@@ -153,6 +153,24 @@ def profile_lut(
     module = copy.deepcopy(model).eval()
     graph = ChannelGraph(module, example)
     layers = find_layers(module, example, graph, sampling, grid)
+    meta = _lut_meta(graph, layers, model_spec, input_shape, backend, protocol, sampling, grid)
+    records: list[dict[str, Any]] = []
+    side = lut_sidecar_path(out)
+    if out.exists() or side.exists():
+        existing = read_lut(out)
+        check_same_run(existing.meta, meta, out, LUT_KEYS, summarize=("groups", "layers"))
+        meta["created"] = existing.meta.get("created", meta["created"])
+        records = existing.rows.to_dict("records")
+    write_json(side, meta)
+    _measure_missing(layers, records, out, input_shape, backend, protocol, on_sample)
+    return read_lut(out)
+
+
+def _lut_meta(
+    graph: ChannelGraph, layers: list[ConvLayer], model_spec: str | None, input_shape: Sequence[int],
+    backend: LatencyBackend, protocol: ProtocolConfig, sampling: SamplingConfig, grid: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The table's sidecar: how it was measured, the groups and the convolutions it covers."""
     meta: dict[str, Any] = {
         "format": FORMAT,
         "kind": KIND,
@@ -169,16 +187,15 @@ def profile_lut(
         "measured_module": "nn.Conv2d with bias, alone (no BN, activation or add)",
         "estimate": "sum over convs of the table, bilinear between grid points",
     }
-    meta = json.loads(json.dumps(meta))  # tuples -> lists, as a reread sidecar has them
-    records: list[dict[str, Any]] = []
-    side = lut_sidecar_path(out)
-    if out.exists() or side.exists():
-        existing = read_lut(out)
-        check_same_run(existing.meta, meta, out, LUT_KEYS, summarize=("groups", "layers"))
-        meta["created"] = existing.meta.get("created", meta["created"])
-        records = existing.rows.to_dict("records")
-    write_json(side, meta)
+    return json.loads(json.dumps(meta))  # tuples -> lists, as a reread sidecar has them
 
+
+def _measure_missing(
+    layers: list[ConvLayer], records: list[dict[str, Any]], out: Path, input_shape: Sequence[int],
+    backend: LatencyBackend, protocol: ProtocolConfig, on_sample: Callable[[int, int], None] | None,
+) -> None:  # fmt: skip
+    """Measure every grid point of ``layers`` not in ``records`` (each unique conv shape once, reusing
+    the shapes measured before), appending to ``records`` and rewriting ``out`` after each shape."""
     done = {(str(r["layer"]), int(r["c_in"]), int(r["c_out"])) for r in records}
     by_layer = {layer.name: layer for layer in layers}
     measured: dict[tuple[Any, ...], dict[str, Any]] = {}  # shape key -> stats, from earlier runs too
@@ -203,7 +220,6 @@ def profile_lut(
             _write_rows(out, pd.DataFrame(records))
         if on_sample is not None:
             on_sample(n, len(plan))
-    return read_lut(out)
 
 
 _ROW_KEYS = ("layer", "in_group", "out_group", "c_in", "c_out", "kernel", "stride", "padding", "dilation",

@@ -126,6 +126,42 @@ def find_layers(
     order = {name: i for i, name in enumerate(names.values())}
     by_name = {g.name: g for g in graph.groups}
     out_group = {member: g.name for g in graph.groups for member in g.members}
+    in_groups = _input_groups(graph, names)
+    layers: list[ConvLayer] = []
+    seen: dict[str, int] = {}
+    for module, in_shape, out_shape in sorted(_conv_calls(model, example), key=lambda c: order[names[c[0]]]):
+        name = names[module]
+        seen[name] = seen.get(name, 0) + 1
+        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        grouped = module.groups > 1 and not depthwise
+        out_g = out_group.get(name) if not grouped else None  # grouped convs are left unpruned
+        ins = [by_name[g] for g in in_groups.get(name, [])] if not (depthwise or grouped) else []
+        fixed = module.in_channels - sum(g.channels for g in ins)
+        if fixed < 0:  # a group feeding the conv twice (cat of x with x): out of the table's reach
+            ins, fixed = [], module.in_channels
+        if depthwise:
+            ins, fixed = ([by_name[out_g]] if out_g else []), 0
+        out_axis = _axis([by_name[out_g]] if out_g else [], 0, sampling, grid, total=module.out_channels)
+        in_axis = out_axis if depthwise else _axis(ins, fixed, sampling, grid, total=module.in_channels)
+        layers.append(
+            _conv_layer(
+                module,
+                name=name if seen[name] == 1 else f"{name}#{seen[name]}",
+                module_name=name,
+                shapes=(in_shape, out_shape),
+                in_groups=tuple(g.name for g in ins),
+                in_fixed=int(fixed),
+                out_group=out_g,
+                axes=(in_axis, out_axis),
+            )
+        )
+    if not layers:
+        raise ConfigError("the model runs no nn.Conv2d: a latency lookup table covers convolutions only")
+    return layers
+
+
+def _input_groups(graph: ChannelGraph, names: dict[nn.Module, str]) -> dict[str, list[str]]:
+    """Conv module name -> the groups that prune its input channels, in the graph's order."""
     in_groups: dict[str, list[str]] = {}
     for g in graph.groups:
         for dep, _ in graph.group(g.name):
@@ -134,7 +170,13 @@ def find_layers(
                 found = in_groups.setdefault(names[module], [])
                 if g.name not in found:
                     found.append(g.name)
+    return in_groups
 
+
+def _conv_calls(
+    model: nn.Module, example: torch.Tensor
+) -> list[tuple[nn.Conv2d, tuple[int, ...], tuple[int, ...]]]:
+    """Every nn.Conv2d call of one forward pass: the module, its input shape and its output shape."""
     calls: list[tuple[nn.Conv2d, tuple[int, ...], tuple[int, ...]]] = []
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -148,49 +190,42 @@ def find_layers(
     finally:
         for h in hooks:
             h.remove()
+    return calls
 
-    layers: list[ConvLayer] = []
-    seen: dict[str, int] = {}
-    for module, in_shape, out_shape in sorted(calls, key=lambda c: order[names[c[0]]]):
-        name = names[module]
-        seen[name] = seen.get(name, 0) + 1
-        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-        grouped = module.groups > 1 and not depthwise
-        out_g = out_group.get(name) if not grouped else None  # grouped convs are left unpruned
-        ins = [by_name[g] for g in in_groups.get(name, [])] if not (depthwise or grouped) else []
-        fixed = module.in_channels - sum(g.channels for g in ins)
-        if fixed < 0:  # a group feeding the conv twice (cat of x with x): out of the table's reach
-            ins, fixed = [], module.in_channels
-        if depthwise:
-            ins, fixed = ([by_name[out_g]] if out_g else []), 0
-        padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
-        out_axis = _axis([by_name[out_g]] if out_g else [], 0, sampling, grid, total=module.out_channels)
-        layers.append(
-            ConvLayer(
-                name=name if seen[name] == 1 else f"{name}#{seen[name]}",
-                module=name,
-                in_groups=tuple(g.name for g in ins),
-                in_fixed=int(fixed),
-                out_group=out_g,
-                in_channels=module.in_channels,
-                out_channels=module.out_channels,
-                depthwise=depthwise,
-                groups=module.groups,
-                kernel=_pair(module.kernel_size),
-                stride=_pair(module.stride),
-                padding=padding,
-                dilation=_pair(module.dilation),
-                padding_mode=module.padding_mode,
-                height=int(in_shape[-2]),
-                width=int(in_shape[-1]),
-                out_height=int(out_shape[-2]),
-                out_width=int(out_shape[-1]),
-                in_axis=out_axis
-                if depthwise
-                else _axis(ins, fixed, sampling, grid, total=module.in_channels),
-                out_axis=out_axis,
-            )
-        )
-    if not layers:
-        raise ConfigError("the model runs no nn.Conv2d: a latency lookup table covers convolutions only")
-    return layers
+
+def _conv_layer(
+    module: nn.Conv2d,
+    *,
+    name: str,
+    module_name: str,
+    shapes: tuple[tuple[int, ...], tuple[int, ...]],
+    in_groups: tuple[str, ...],
+    in_fixed: int,
+    out_group: str | None,
+    axes: tuple[tuple[int, ...], tuple[int, ...]],
+) -> ConvLayer:
+    """One call of ``module`` as a table layer: its geometry, shapes, groups and grid axes."""
+    (in_shape, out_shape), (in_axis, out_axis) = shapes, axes
+    depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+    return ConvLayer(
+        name=name,
+        module=module_name,
+        in_groups=in_groups,
+        in_fixed=in_fixed,
+        out_group=out_group,
+        in_channels=module.in_channels,
+        out_channels=module.out_channels,
+        depthwise=depthwise,
+        groups=module.groups,
+        kernel=_pair(module.kernel_size),
+        stride=_pair(module.stride),
+        padding=module.padding if isinstance(module.padding, str) else _pair(module.padding),
+        dilation=_pair(module.dilation),
+        padding_mode=module.padding_mode,
+        height=int(in_shape[-2]),
+        width=int(in_shape[-1]),
+        out_height=int(out_shape[-2]),
+        out_width=int(out_shape[-1]),
+        in_axis=in_axis,
+        out_axis=out_axis,
+    )

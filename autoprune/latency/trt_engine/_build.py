@@ -178,6 +178,32 @@ def use_timing_cache(cfg: Any, path: Path) -> Any:
     return cache
 
 
+def _parse(trt: Any, network: Any, onnx_bytes: bytes, logger: Any) -> Any:
+    """TensorRT's ONNX parser, having read ``onnx_bytes`` into ``network`` (an ExportError if it refused)."""
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)).replace("\n", " ") for i in range(parser.num_errors))
+        raise ExportError(
+            f"TensorRT's ONNX parser rejected the model ({errors or last_error(logger)}): the model "
+            "uses an op TensorRT does not support; report it with the model spec"
+        )
+    return parser
+
+
+def _use_int8(trt: Any, builder: Any, cfg: Any, name: str, data: _Calibration, config: EngineConfig) -> Any:
+    """int8 with fp16 fallback on ``cfg``, calibrated on ``data``; returns the calibrator, which must stay
+    referenced until the build ends."""
+    cfg.set_flag(trt.BuilderFlag.FP16)  # layers without an int8 kernel run in fp16, not fp32
+    cfg.set_flag(trt.BuilderFlag.INT8)
+    calibrator = _calibrator(trt, data, config.calibration_cache)
+    cfg.int8_calibrator = calibrator
+    # The calibration batches' shape (TensorRT 10: needed with a dynamic batch axis).
+    calib_profile = builder.create_optimization_profile()
+    calib_profile.set_shape(name, data.shape, data.shape, data.shape)
+    cfg.set_calibration_profile(calib_profile)
+    return calibrator
+
+
 def build_onnx_engine(
     onnx_bytes: bytes,
     input_shape: Sequence[int],
@@ -201,13 +227,7 @@ def build_onnx_engine(
     with torch.cuda.device(device):
         builder = trt.Builder(logger)
         network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(onnx_bytes):
-            errors = "; ".join(str(parser.get_error(i)).replace("\n", " ") for i in range(parser.num_errors))
-            raise ExportError(
-                f"TensorRT's ONNX parser rejected the model ({errors or last_error(logger)}): the model "
-                "uses an op TensorRT does not support; report it with the model spec"
-            )
+        parser = _parse(trt, network, onnx_bytes, logger)  # owns the weights: held until the build ends
         cfg = builder.create_builder_config()
         cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
         cfg.builder_optimization_level = config.builder_optimization_level
@@ -222,18 +242,11 @@ def build_onnx_engine(
         data = calibrator = None
         if config.precision == "int8":
             data = _Calibration(calibration, (config.opt_batch, *chw), device)
-            cfg.set_flag(trt.BuilderFlag.FP16)  # layers without an int8 kernel run in fp16, not fp32
-            cfg.set_flag(trt.BuilderFlag.INT8)
-            calibrator = _calibrator(trt, data, config.calibration_cache)  # referenced until the build ends
-            cfg.int8_calibrator = calibrator
-            # The calibration batches' shape (TensorRT 10: needed with a dynamic batch axis).
-            calib_profile = builder.create_optimization_profile()
-            calib_profile.set_shape(name, data.shape, data.shape, data.shape)
-            cfg.set_calibration_profile(calib_profile)
+            calibrator = _use_int8(trt, builder, cfg, name, data, config)  # referenced until the build ends
         timing_cache = Path(config.timing_cache) if config.timing_cache else None
         cache = None if timing_cache is None else use_timing_cache(cfg, timing_cache)  # held for the build
         serialized = builder.build_serialized_network(network, cfg)
-        del calibrator, cache
+        del calibrator, cache, parser
         if data is not None and data.error:
             raise ConfigError(f"{data.error}: give every int8 calibration batch the same shape")
         if serialized is None:

@@ -83,20 +83,7 @@ class EngineRunner:
                     f"batch {self.batch} is outside the engine's range {list(self.batch_range)}: "
                     "rebuild the engine with that batch in its range"
                 )
-            self.buffers: dict[str, Tensor] = {}
-            gen = torch.Generator().manual_seed(0)
-            for name in self.input_names:
-                shape = (self.batch, *tuple(self._engine.get_tensor_shape(name))[1:])
-                if not self._context.set_input_shape(name, shape):
-                    raise ExportError(f"the engine rejects input shape {list(shape)} for '{name}'")
-                dtype = torch_dtype(trt, self._engine.get_tensor_dtype(name))
-                self.buffers[name] = torch.randn(shape, generator=gen).to(self.device, dtype)
-            for name in self.output_names:
-                shape = tuple(self._context.get_tensor_shape(name))
-                dtype = torch_dtype(trt, self._engine.get_tensor_dtype(name))
-                self.buffers[name] = torch.empty(shape, dtype=dtype, device=self.device)
-            for name, tensor in self.buffers.items():
-                self._context.set_tensor_address(name, tensor.data_ptr())
+            self.buffers = self._allocate(trt)
             self._host: dict[str, Tensor] = {}
             if transfers:  # pinned host copies, so the timed copies are true async DMA transfers
                 self._host = {
@@ -112,6 +99,25 @@ class EngineRunner:
             if cuda_graph:  # warm-up enqueue, then capture, on the runner's stream
                 self._graph, self.graph_error = capture_graph(self._stream, self._enqueue)
             self._stream.synchronize()
+
+    def _allocate(self, trt: Any) -> dict[str, Tensor]:
+        """The engine's I/O tensors on the device for ``self.batch`` (inputs random, seed 0), bound to the
+        context."""
+        buffers: dict[str, Tensor] = {}
+        gen = torch.Generator().manual_seed(0)
+        for name in self.input_names:
+            shape = (self.batch, *tuple(self._engine.get_tensor_shape(name))[1:])
+            if not self._context.set_input_shape(name, shape):
+                raise ExportError(f"the engine rejects input shape {list(shape)} for '{name}'")
+            dtype = torch_dtype(trt, self._engine.get_tensor_dtype(name))
+            buffers[name] = torch.randn(shape, generator=gen).to(self.device, dtype)
+        for name in self.output_names:
+            shape = tuple(self._context.get_tensor_shape(name))
+            dtype = torch_dtype(trt, self._engine.get_tensor_dtype(name))
+            buffers[name] = torch.empty(shape, dtype=dtype, device=self.device)
+        for name, tensor in buffers.items():
+            self._context.set_tensor_address(name, tensor.data_ptr())
+        return buffers
 
     def _batch_range(self, name: str) -> tuple[int, int, int]:
         lo, opt, hi = self._engine.get_tensor_profile_shape(name, 0)

@@ -18,6 +18,7 @@ from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths
 from autoprune.latency import Timing
+from autoprune.search.allocation import ladder, scaled_down
 from autoprune.search.space import WidthSpace
 from autoprune.search.study import Candidate, Evaluate
 
@@ -118,6 +119,35 @@ FALLBACKS = StrategyOption(
     "knapsack, uniform, gates, droppruning, halp, screen: narrower networks proposed after each chosen "
     "one, measured only when those before them measure over the budget",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fallbacks:
+    """The narrower networks a strategy's ranking ends in (``--fallbacks``): ``count`` of them, each
+    predicted ``step`` of the budget further below it, measured only when those before them measure over
+    the budget (so a network fits even when the winner does not)."""
+
+    count: int = 8
+    step: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ConfigError(f"--fallbacks must be >= 0, got {self.count}: try 8")
+        if not 0 < self.step < 1:
+            raise ConfigError(f"the fallbacks' step must be in (0, 1), got {self.step}")
+
+    def ladder(
+        self, problem: SearchProblem, value: Mapping[str, Mapping[int, float]], *, start: Widths | None = None
+    ) -> list[tuple[Widths, float]]:
+        """The widest network along ``value``'s greedy path predicted within the budget, then the fallbacks
+        on the same path (``allocation.ladder``)."""
+        return ladder(problem.space, value, problem.predict_ms, budget_ms=problem.budget_ms, start=start,
+                      fallbacks=self.count, step=self.step)  # fmt: skip
+
+    def scaled(self, problem: SearchProblem, widths: Widths) -> list[tuple[Widths, float]]:
+        """The fallbacks of ``widths``' shape, scaled down alike in every group (``scaled_down``)."""
+        return scaled_down(problem.space, widths, problem.predict_ms, budget_ms=problem.budget_ms,
+                           fallbacks=self.count, step=self.step)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,14 @@ from collections.abc import Callable
 
 import optuna
 
-from autoprune.search.allocation import kept_importance, ladder
-from autoprune.search.strategies._base import FALLBACKS, SearchProblem, SearchStrategy, register_strategy
+from autoprune.search.allocation import kept_importance
+from autoprune.search.strategies._base import (
+    FALLBACKS,
+    Fallbacks,
+    SearchProblem,
+    SearchStrategy,
+    register_strategy,
+)
 from autoprune.search.study import Candidate
 
 
@@ -29,7 +35,7 @@ class KnapsackStrategy(SearchStrategy):
     options = (FALLBACKS,)
 
     def __init__(self, *, fallbacks: int = 8, fallback_step: float = 0.03) -> None:
-        self.fallbacks, self.fallback_step = fallbacks, fallback_step
+        self.fallbacks = Fallbacks(fallbacks, fallback_step)
 
     def run(
         self,
@@ -39,9 +45,5 @@ class KnapsackStrategy(SearchStrategy):
         trials: int,
         on_trial: Callable[[int, int], None] | None = None,
     ) -> list[Candidate]:
-        value = kept_importance(problem.space, problem.scores)
-        steps = ladder(
-            problem.space, value, problem.predict_ms, budget_ms=problem.budget_ms,
-            fallbacks=self.fallbacks, step=self.fallback_step,
-        )  # fmt: skip
+        steps = self.fallbacks.ladder(problem, kept_importance(problem.space, problem.scores))
         return [Candidate(w, ms) for w, ms in steps]

@@ -28,7 +28,13 @@ import optuna
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.graph import Widths
 from autoprune.search.criteria._pfp import GroupSensitivity, pfp_statistics, pfp_widths
-from autoprune.search.strategies._base import SearchProblem, SearchStrategy, StrategyOption, register_strategy
+from autoprune.search.strategies._base import (
+    Fallbacks,
+    SearchProblem,
+    SearchStrategy,
+    StrategyOption,
+    register_strategy,
+)
 from autoprune.search.study import Candidate
 from autoprune.training import calibration_batches
 
@@ -75,14 +81,14 @@ class PFPStrategy(SearchStrategy):
             raise ConfigError(f"--pfp-eps {eps}: the error tolerance must be a positive number, e.g. 0.5")
         if not 0 < delta < 1:
             raise ConfigError(f"--pfp-delta {delta}: the failure probability must be in (0, 1), e.g. 0.1")
-        if batches < 1 or fallbacks < 0:
-            raise ConfigError(f"pfp: batches ({batches}) must be >= 1 and fallbacks ({fallbacks}) >= 0")
+        if batches < 1:
+            raise ConfigError(f"pfp: batches ({batches}) must be >= 1")
         self.eps, self.delta, self.batches = eps, delta, batches
-        self.fallbacks, self.fallback_step = fallbacks, fallback_step
+        self.fallbacks = Fallbacks(fallbacks, fallback_step)
 
     def settings(self) -> dict[str, float | int | None]:
         return {"eps_given": self.eps, "delta": self.delta, "batches": self.batches,
-                "fallbacks": self.fallbacks, "fallback_step": self.fallback_step}  # fmt: skip
+                "fallbacks": self.fallbacks.count, "fallback_step": self.fallbacks.step}  # fmt: skip
 
     def statistics(self, problem: SearchProblem) -> dict[str, GroupSensitivity]:
         """PFP sensitivities of every searched group, from the dense network on calibration batches."""
@@ -151,8 +157,8 @@ class PFPStrategy(SearchStrategy):
                 )
         first = widths_of(eps)
         out = [(eps, first, float(predict(first)))]
-        for k in range(1, self.fallbacks + 1):
-            level = min(problem.budget_ms, out[0][2]) * (1 - self.fallback_step * k)
+        for k in range(1, self.fallbacks.count + 1):
+            level = min(problem.budget_ms, out[0][2]) * (1 - self.fallbacks.step * k)
             e = max(eps, bisect_eps(widths_of, predict, level))
             w = widths_of(e)
             ms = float(predict(w))

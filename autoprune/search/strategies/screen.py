@@ -42,10 +42,11 @@ from scipy.stats import kendalltau
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths
 from autoprune.search.projection import project_to_budget, shape_from_offsets
-from autoprune.search.rerank import Finetuned, uniform_guard
+from autoprune.search.rerank import Finetuned, Guard, uniform_guard
 from autoprune.search.rerank import widths_key as _key
 from autoprune.search.strategies._base import (
     FALLBACKS,
+    Fallbacks,
     SearchProblem,
     SearchStrategy,
     StrategyOption,
@@ -94,9 +95,8 @@ class ScreenStrategy(SearchStrategy):
             raise ConfigError(f"--rerank-growth must be >= 1, got {growth}")
         if sampler not in SAMPLERS:
             raise ConfigError(f"--screen-sampler {sampler}: use one of {', '.join(SAMPLERS)}")
-        if fallbacks < 0:
-            raise ConfigError(f"--fallbacks must be >= 0, got {fallbacks}")
-        self.rerank, self.growth, self.sampler, self.fallbacks = rerank, growth, sampler, fallbacks
+        self.rerank, self.growth, self.sampler = rerank, growth, sampler
+        self.fallbacks = Fallbacks(fallbacks)
 
     def study_settings(self, *, seed: int, trials: int) -> StudySettings:
         startup = max(10, min(50, trials // 5))
@@ -140,7 +140,8 @@ class ScreenStrategy(SearchStrategy):
         # when everything before them measures over the budget: they are uncalibrated, on the predicted
         # budget's edge, so the fallbacks come first).
         fallbacks = [
-            Candidate(w, float(problem.predict_ms(w))) for w in ladder[best + 1 : best + 1 + self.fallbacks]
+            Candidate(w, float(problem.predict_ms(w)))
+            for w in ladder[best + 1 : best + 1 + self.fallbacks.count]
         ]
         out = ranked + [f for f in fallbacks if all(f.widths != c.widths for c in ranked)]
         seen = {_key(c.widths) for c in out}
@@ -204,19 +205,7 @@ class ScreenStrategy(SearchStrategy):
             with study_lock(study):
                 done = study.user_attrs.get("proxy_timing", [0.0, 0])
                 study.set_user_attr("proxy_timing", [done[0] + spent[0], done[1] + spent[1]])
-        out: dict[str, tuple[Widths, float, float, int]] = {}
-        for t in sorted(finished(study), key=lambda t: (-(t.value or 0.0), t.number)):
-            if (
-                t.value is None
-                or "key" not in t.user_attrs
-                or t.user_attrs["predicted_ms"] > problem.budget_ms
-            ):
-                continue
-            widths = {k: int(v) for k, v in t.user_attrs["widths"].items()}
-            out.setdefault(
-                t.user_attrs["key"], (widths, float(t.user_attrs["predicted_ms"]), float(t.value), t.number)
-            )
-        return list(out.values())
+        return _screened(study, problem.budget_ms)
 
     # ------------------------------------------------------------------ 2. calibrate on the device
 
@@ -302,39 +291,60 @@ class ScreenStrategy(SearchStrategy):
             *[k for k in order if k not in rung2],
         ]
         accuracy = {k: mean.get(k, rung1[k]) for k in names}
+        rerank = [
+            {
+                "widths": widths_of[k],
+                "uniform": k == ukey,
+                "proxy": proxies[k],
+                "predicted_ms": float(problem.predict_ms(widths_of[k])),
+                f"val_after_{epochs:g}_epochs": rung1[k],
+                f"val_after_{long:g}_epochs": mean.get(k),
+                "seeds": rung2.get(k),
+            }
+            for k in order
+        ]
         tau = (
             kendalltau([proxies[k] for k in rung1], [rung1[k] for k in rung1]).statistic
             if len(rung1) > 2
             else None
         )
-        timing = study.user_attrs.get("proxy_timing", [0.0, 0])
-        shares = [
-            float(t.user_attrs["budget_share"]) for t in finished(study) if "budget_share" in t.user_attrs
-        ]
-        study.set_user_attr(
-            _SUMMARY,
-            {
-                "screened": len(shares),
-                "distinct": len(screened),
-                "proxy_s_per_candidate": timing[0] / timing[1] if timing[1] else None,
-                "budget_share_median": sorted(shares)[len(shares) // 2] if shares else None,
-                "rank_agreement": None if tau is None or math.isnan(tau) else float(tau),
-                "rerank": [
-                    {
-                        "widths": widths_of[k],
-                        "uniform": k == ukey,
-                        "proxy": proxies[k],
-                        "predicted_ms": float(problem.predict_ms(widths_of[k])),
-                        f"val_after_{epochs:g}_epochs": rung1[k],
-                        f"val_after_{long:g}_epochs": mean.get(k),
-                        "seeds": rung2.get(k),
-                    }
-                    for k in order
-                ],
-                "calibration": study.user_attrs.get(_CALIBRATED, []),
-                "gain_over_uniform": guard.gain,
-                "noise": guard.noise,
-                "guard": guard.sentence(),
-            },
-        )
+        _summarize(study, distinct=len(screened), rerank=rerank, guard=guard, tau=tau)
         return [Candidate(widths_of[k], float(problem.predict_ms(widths_of[k])), accuracy[k]) for k in names]
+
+
+def _summarize(
+    study: optuna.Study, *, distinct: int, rerank: list[dict[str, Any]], guard: Guard, tau: float | None
+) -> None:
+    """The run's screen summary, kept in the study for the report: candidates screened, proxy seconds
+    each, the budget share, the proxy's rank agreement with the rerank, the rerank and the guard."""
+    timing = study.user_attrs.get("proxy_timing", [0.0, 0])
+    shares = [float(t.user_attrs["budget_share"]) for t in finished(study) if "budget_share" in t.user_attrs]
+    study.set_user_attr(
+        _SUMMARY,
+        {
+            "screened": len(shares),
+            "distinct": distinct,
+            "proxy_s_per_candidate": timing[0] / timing[1] if timing[1] else None,
+            "budget_share_median": sorted(shares)[len(shares) // 2] if shares else None,
+            "rank_agreement": None if tau is None or math.isnan(tau) else float(tau),
+            "rerank": rerank,
+            "calibration": study.user_attrs.get(_CALIBRATED, []),
+            "gain_over_uniform": guard.gain,
+            "noise": guard.noise,
+            "guard": guard.sentence(),
+        },
+    )
+
+
+def _screened(study: optuna.Study, budget_ms: float) -> list[tuple[Widths, float, float, int]]:
+    """The study's distinct candidates predicted within ``budget_ms``: (widths, predicted ms, proxy
+    value, trial), best proxy first."""
+    out: dict[str, tuple[Widths, float, float, int]] = {}
+    for t in sorted(finished(study), key=lambda t: (-(t.value or 0.0), t.number)):
+        if t.value is None or "key" not in t.user_attrs or t.user_attrs["predicted_ms"] > budget_ms:
+            continue
+        widths = {k: int(v) for k, v in t.user_attrs["widths"].items()}
+        out.setdefault(
+            t.user_attrs["key"], (widths, float(t.user_attrs["predicted_ms"]), float(t.value), t.number)
+        )
+    return list(out.values())

@@ -19,7 +19,13 @@ from autoprune.latency import Timing
 from autoprune.search.budget import margin_for, within_budget
 from autoprune.search.finalists import Measured
 from autoprune.search.space import WidthSpace
-from autoprune.search.strategies._base import FALLBACKS, SearchProblem, SearchStrategy, register_strategy
+from autoprune.search.strategies._base import (
+    FALLBACKS,
+    Fallbacks,
+    SearchProblem,
+    SearchStrategy,
+    register_strategy,
+)
 from autoprune.search.study import Candidate
 
 _ATTR = "uniform_measured"  # study user attribute: widths key -> [median ms, spread]
@@ -96,7 +102,7 @@ class UniformStrategy(SearchStrategy):
     options = (FALLBACKS,)
 
     def __init__(self, *, fallbacks: int = 2) -> None:
-        self.fallbacks = fallbacks
+        self.fallbacks = Fallbacks(fallbacks)
 
     def run(
         self,
@@ -107,5 +113,7 @@ class UniformStrategy(SearchStrategy):
         on_trial: Callable[[int, int], None] | None = None,
     ) -> list[Candidate]:
         ladder, best = widest_uniform_by_measurement(problem, study)
-        chosen = ladder[best : best + 1 + self.fallbacks]  # narrower ones follow, should a re-timing disagree
+        chosen = ladder[
+            best : best + 1 + self.fallbacks.count
+        ]  # narrower ones follow, should a re-timing disagree
         return [Candidate(w, float(problem.predict_ms(w))) for w in chosen]

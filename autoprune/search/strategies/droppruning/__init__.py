@@ -27,18 +27,25 @@ import optuna
 import torch
 
 from autoprune import training
-from autoprune.errors import BudgetError, ConfigError
-from autoprune.search.allocation import kept_importance, ladder
+from autoprune.errors import BudgetError
+from autoprune.graph import Widths
+from autoprune.search.allocation import kept_importance
 from autoprune.search.gating import GatedNetwork
 from autoprune.search.strategies._base import (
     FALLBACKS,
+    Fallbacks,
     SearchProblem,
     SearchStrategy,
     StrategyOption,
     register_strategy,
 )
-from autoprune.search.strategies.droppruning._schedule import DropSettings, drop_prune
-from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
+from autoprune.search.strategies.droppruning._schedule import DropResult, DropSettings, drop_prune
+from autoprune.search.study import (
+    Candidate,
+    ranked_candidates,
+    save_start,
+    train_trials,
+)
 
 
 @register_strategy
@@ -67,9 +74,7 @@ class DropPruningStrategy(SearchStrategy):
         fallback_step: float = 0.03,
     ) -> None:
         self.settings = DropSettings(p_out=p_out, p_in=p_in, steps=steps)
-        if fallbacks < 0:
-            raise ConfigError(f"droppruning: --fallbacks must be >= 0, got {fallbacks}")
-        self.fallbacks, self.fallback_step = fallbacks, fallback_step
+        self.fallbacks = Fallbacks(fallbacks, fallback_step)
 
     def run(
         self,
@@ -81,10 +86,7 @@ class DropPruningStrategy(SearchStrategy):
     ) -> list[Candidate]:
         network = self.network_of(problem)
         space = problem.space
-        steps = ladder(
-            space, kept_importance(space, problem.scores), problem.predict_ms, budget_ms=problem.budget_ms,
-            fallbacks=self.fallbacks, step=self.fallback_step,
-        )  # fmt: skip
+        steps = self.fallbacks.ladder(problem, kept_importance(space, problem.scores))
         if not steps:
             raise BudgetError(
                 f"droppruning: no network of the grid is predicted within {problem.budget_ms:.4f} ms: "
@@ -117,16 +119,7 @@ class DropPruningStrategy(SearchStrategy):
                 result.module,
                 scores,
             )
-            trial.set_user_attr("seed", seed)
-            trial.set_user_attr("widths", target)
-            trial.set_user_attr("predicted_ms", float(target_ms))
-            trial.set_user_attr("keep", result.keep)
-            trial.set_user_attr("step_widths", [st.widths for st in result.steps])
-            # per step and group, how many channels came back and how many went
-            trial.set_user_attr("dropped_in", [_counts(st.dropped_in) for st in result.steps])
-            trial.set_user_attr("dropped_out", [_counts(st.dropped_out) for st in result.steps])
-            trial.set_user_attr("start", start)
-            trial.set_user_attr("evaluated", True)
+            _record(trial, result, seed=seed, widths=target, predicted_ms=float(target_ms), start=start)
             problem.constrain(trial, target, float(target_ms))
             return network.accuracy(result.module, target, scores)
 
@@ -134,6 +127,22 @@ class DropPruningStrategy(SearchStrategy):
         ranked = ranked_candidates(study, space)
         best = ranked[0].start
         return ranked + [Candidate(w, float(ms), start=best) for w, ms in steps[1:]]
+
+
+def _record(
+    trial: optuna.Trial, result: DropResult, *, seed: int, widths: Widths, predicted_ms: float, start: str
+) -> None:
+    """What a trial keeps: its seed, widths and prediction, the channels kept, the widths and per group
+    how many channels came back and went at each step, and the file of its trained network."""
+    attrs = {
+        "seed": seed, "widths": widths, "predicted_ms": predicted_ms, "keep": result.keep,
+        "step_widths": [st.widths for st in result.steps],
+        "dropped_in": [_counts(st.dropped_in) for st in result.steps],
+        "dropped_out": [_counts(st.dropped_out) for st in result.steps],
+        "start": start, "evaluated": True,
+    }  # fmt: skip
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 def _counts(channels: dict[str, list[int]]) -> dict[str, int]:

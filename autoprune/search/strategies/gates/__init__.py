@@ -26,17 +26,23 @@ import optuna
 
 from autoprune.errors import ConfigError
 from autoprune.graph import Widths
-from autoprune.search.allocation import scaled_down
 from autoprune.search.strategies._base import (
     FALLBACKS,
     DenseNetwork,
+    Fallbacks,
     SearchProblem,
     SearchStrategy,
     StudySettings,
     register_strategy,
 )
 from autoprune.search.strategies.gates._train import GateSettings, train_gates
-from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
+from autoprune.search.study import (
+    Candidate,
+    ranked_candidates,
+    save_start,
+    train_trials,
+    with_trial_fallbacks,
+)
 from autoprune.search.workers import study_lock
 
 
@@ -61,7 +67,7 @@ class GatesStrategy(SearchStrategy):
             raise ConfigError(f"gates: bad search ranges weight={weight} gate_lr={gate_lr}")
         self.weight, self.gate_lr, self.max_min_ratio = weight, gate_lr, max_min_ratio
         self.defaults = defaults or GateSettings()
-        self.fallbacks, self.fallback_step = fallbacks, fallback_step
+        self.fallbacks = Fallbacks(fallbacks, fallback_step)
 
     def study_settings(self, *, seed: int, trials: int) -> StudySettings:
         startup = max(2, min(5, trials // 3))
@@ -95,14 +101,7 @@ class GatesStrategy(SearchStrategy):
 
         objective = functools.partial(self._trial, problem=problem, study=study, start_widths=start_widths)
         train_trials(study, objective, trials=trials, on_trial=on_trial)
-        ranked = ranked_candidates(study, space)
-        fallbacks = [
-            Candidate({k: int(v) for k, v in w.items()}, float(ms), start=c.start)
-            for c in ranked
-            if c.trial is not None
-            for w, ms in study.trials[c.trial].user_attrs.get("fallbacks", [])
-        ]
-        return ranked + fallbacks
+        return with_trial_fallbacks(study, ranked_candidates(study, space))
 
     def _trial(
         self, trial: optuna.Trial, problem: SearchProblem, study: optuna.Study, start_widths: Widths
@@ -142,8 +141,7 @@ class GatesStrategy(SearchStrategy):
         every = max(1, len(result.trace) // 10)  # the gates' predicted latency along the training
         trial.set_user_attr("trace_ms", [round(ms, 6) for ms in result.trace[::every]])
         trial.set_user_attr("start", start)
-        steps = scaled_down(space, widths, problem.predict_ms, budget_ms=problem.budget_ms,
-                            fallbacks=self.fallbacks, step=self.fallback_step)  # fmt: skip
+        steps = self.fallbacks.scaled(problem, widths)
         trial.set_user_attr("fallbacks", [[w, ms] for w, ms in steps])
         trial.set_user_attr("evaluated", True)
         problem.constrain(trial, widths, predicted)

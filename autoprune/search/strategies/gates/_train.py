@@ -66,6 +66,63 @@ class GateResult:
     trace: list[float] = field(default_factory=list)
 
 
+class _Joint:
+    """One joint training's state: the gated network, the latency loss applied at each step (``penalty``)
+    and, once ``1 - settle`` of the steps have run, the gates' network put on the grid (``choose``)."""
+
+    def __init__(
+        self, gated: GatedNetwork, space: WidthSpace, *, latency: LatencyOfFractions, budget_ms: float,
+        settings: GateSettings,
+    ) -> None:  # fmt: skip
+        self.gated, self.space, self.latency = gated, space, latency
+        self.budget_ms, self.settings = budget_ms, settings
+        self.channels = torch.tensor([g.channels for g in space.groups], dtype=torch.float32)
+        self.floor = replace(
+            space, min_ratio=max(settings.min_ratio, space.min_ratio)
+        )  # a sub-grid of space's
+        self.trace: list[float] = []
+        self.chosen: dict[str, Any] = {}
+
+    def predict_ms(self, widths: Widths) -> float:
+        with torch.no_grad():
+            return float(self.latency(torch.tensor([widths[g.name] / g.channels for g in self.space.groups])))
+
+    def choose(self) -> None:
+        """Put the gates' current network on the grid and fix it."""
+        with torch.no_grad():
+            scores = {k: v.detach().clone() for k, v in self.gated.scores().items()}
+            counts = self.gated.counts()
+            landed = float(self.latency(counts / self.channels))
+        open_ = {g.name: int(c) for g, c in zip(self.space.groups, counts, strict=True)}
+        widths = gate_widths(self.floor, scores, open_, predict_ms=self.predict_ms, budget_ms=self.budget_ms)
+        self.gated.fix(keep_top(scores, widths))
+        self.chosen.update(widths=widths, scores=scores, counts=open_, latency_ms=landed)
+
+    def penalty(self, step: int, total: int) -> Tensor:
+        if self.chosen:
+            return torch.zeros(())
+        predicted = self.latency(self.gated.counts() / self.channels)
+        self.trace.append(float(predicted.detach()))
+        settings = self.settings
+        if step + 1 >= (1 - settings.settle) * total:
+            self.choose()  # from this step's gates; the next steps train the chosen network's weights
+        ramp = min(1.0, step / max(1.0, settings.warmup * total)) if settings.warmup > 0 else 1.0
+        return latency_loss(predicted, self.budget_ms, weight=settings.weight * ramp, pull=settings.pull)
+
+    def gate_optimizer(self) -> torch.optim.Optimizer:
+        """SGD with momentum on the gates, each gradient tensor clipped alone (the gate MLPs' wide inputs
+        must not mute the biases)."""
+        params = list(self.gated.gates.parameters())
+        opt = torch.optim.SGD(params, lr=self.settings.gate_lr, momentum=0.9)
+
+        def clip(*_: object) -> None:
+            for p in params:
+                nn.utils.clip_grad_norm_(p, 1.0)
+
+        opt.register_step_pre_hook(clip)
+        return opt
+
+
 def train_gates(
     net: nn.Module,
     example: Tensor,
@@ -92,57 +149,18 @@ def train_gates(
         net, example, space.groups, min_ratio=max(settings.min_ratio, space.min_ratio),
         hidden=settings.hidden, seed=seed, open_init=start,
     )  # fmt: skip
-    channels = torch.tensor([g.channels for g in space.groups], dtype=torch.float32)
-    floor = replace(space, min_ratio=max(settings.min_ratio, space.min_ratio))  # a sub-grid of space's
-
-    def predict_ms(widths: Widths) -> float:
-        with torch.no_grad():
-            return float(latency(torch.tensor([widths[g.name] / g.channels for g in space.groups])))
-
-    trace: list[float] = []
-    chosen: dict[str, Any] = {}
-
-    def choose() -> None:
-        """Put the gates' current network on the grid and fix it."""
-        with torch.no_grad():
-            scores = {k: v.detach().clone() for k, v in gated.scores().items()}
-            counts = gated.counts()
-            landed = float(latency(counts / channels))
-        open_ = {g.name: int(c) for g, c in zip(space.groups, counts, strict=True)}
-        widths = gate_widths(floor, scores, open_, predict_ms=predict_ms, budget_ms=budget_ms)
-        gated.fix(keep_top(scores, widths))
-        chosen.update(widths=widths, scores=scores, counts=open_, latency_ms=landed)
-
-    def penalty(step: int, total: int) -> Tensor:
-        if chosen:
-            return torch.zeros(())
-        predicted = latency(gated.counts() / channels)
-        trace.append(float(predicted.detach()))
-        if step + 1 >= (1 - settings.settle) * total:
-            choose()  # from this step's gates; the next steps train the chosen network's weights
-        ramp = min(1.0, step / max(1.0, settings.warmup * total)) if settings.warmup > 0 else 1.0
-        return latency_loss(predicted, budget_ms, weight=settings.weight * ramp, pull=settings.pull)
-
-    params = list(gated.gates.parameters())
-    gate_opt = torch.optim.SGD(params, lr=settings.gate_lr, momentum=0.9)
-
-    def clip(*_: object) -> None:  # each tensor alone: the gate MLPs' wide inputs must not mute the biases
-        for p in params:
-            nn.utils.clip_grad_norm_(p, 1.0)
-
-    gate_opt.register_step_pre_hook(clip)
+    joint = _Joint(gated, space, latency=latency, budget_ms=budget_ms, settings=settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         training.train(
             gated, dataset, epochs=epochs, lr=lr, seed=seed, parameters=net.parameters(),
-            penalty=penalty, optimizers=[gate_opt], augment=augment,
+            penalty=joint.penalty, optimizers=[joint.gate_optimizer()], augment=augment,
         )  # fmt: skip
-    if not chosen:  # no step trained (epochs 0): the gates as initialised
+    if not joint.chosen:  # no step trained (epochs 0): the gates as initialised
         gated.eval()
         with torch.no_grad():
             gated(example)
-        choose()
+        joint.choose()
     gated.remove()
-    return GateResult(
-        net.eval(), chosen["widths"], chosen["scores"], chosen["counts"], chosen["latency_ms"], trace
-    )
+    c = joint.chosen
+    return GateResult(net.eval(), c["widths"], c["scores"], c["counts"], c["latency_ms"], joint.trace)

@@ -28,16 +28,22 @@ from collections.abc import Callable
 import optuna
 
 from autoprune.errors import BudgetError, ConfigError
-from autoprune.search.allocation import ladder
 from autoprune.search.strategies._base import (
     FALLBACKS,
+    Fallbacks,
     SearchProblem,
     SearchStrategy,
     StrategyOption,
     register_strategy,
 )
 from autoprune.search.strategies.halp._prune import HalpSettings, halp_prune, kept_value
-from autoprune.search.study import Candidate, ranked_candidates, save_start, train_trials
+from autoprune.search.study import (
+    Candidate,
+    ranked_candidates,
+    save_start,
+    train_trials,
+    with_trial_fallbacks,
+)
 
 
 @register_strategy
@@ -64,9 +70,7 @@ class HalpStrategy(SearchStrategy):
         fallback_step: float = 0.03,
     ) -> None:
         self.settings = HalpSettings(steps=halp_steps, prune_fraction=halp_prune_fraction)
-        if fallbacks < 0:
-            raise ConfigError(f"halp: --fallbacks must be >= 0, got {fallbacks}: try 8")
-        self.fallbacks, self.fallback_step = fallbacks, fallback_step
+        self.fallbacks = Fallbacks(fallbacks, fallback_step)
 
     def run(
         self,
@@ -101,10 +105,7 @@ class HalpStrategy(SearchStrategy):
                 network.trial_file(self.name, study.study_name, trial.number), result.module, scores
             )
             value = kept_value(space, result.importance, result.keep)
-            falls = ladder(
-                space, value, problem.predict_ms, budget_ms=problem.budget_ms, start=widths,
-                fallbacks=self.fallbacks, step=self.fallback_step,
-            )  # fmt: skip
+            falls = self.fallbacks.ladder(problem, value, start=widths)
             trial.set_user_attr("seed", network.seed)
             trial.set_user_attr("widths", widths)
             trial.set_user_attr("predicted_ms", predicted)
@@ -120,11 +121,4 @@ class HalpStrategy(SearchStrategy):
             return network.accuracy(result.module, widths, scores)
 
         train_trials(study, objective, trials=1, on_trial=on_trial)  # deterministic: one network
-        ranked = ranked_candidates(study, space)
-        fallbacks = [
-            Candidate({k: int(v) for k, v in w.items()}, float(ms), start=c.start)
-            for c in ranked
-            if c.trial is not None
-            for w, ms in study.trials[c.trial].user_attrs.get("fallbacks", [])
-        ]
-        return ranked + fallbacks
+        return with_trial_fallbacks(study, ranked_candidates(study, space))

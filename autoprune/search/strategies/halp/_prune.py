@@ -190,6 +190,48 @@ class HalpResult:
         return out
 
 
+class _Progressive:
+    """One progressive prune: the steps still to take (placed at the first batch, when the number of
+    batches is known) and, at each, the knapsack's widths on the importance averaged since the last."""
+
+    def __init__(
+        self, masked: TaylorMasks, space: WidthSpace, predict_ms: Callable[[Widths], float], *,
+        budget_ms: float, settings: HalpSettings,
+    ) -> None:  # fmt: skip
+        self.masked, self.space, self.predict_ms = masked, space, predict_ms
+        self.budget_ms, self.settings = budget_ms, settings
+        self.keep = {g.name: list(range(g.channels)) for g in space.groups}
+        self.widths = space.dense()
+        self.dense_ms = float(predict_ms(self.widths))
+        self.steps: list[HalpStep] = []
+        self.plan: list[tuple[int, float]] | None = None  # (batches trained, latency target) still to take
+
+    def on_step(self, done: int, total: int) -> None:
+        if self.plan is None:  # the first batch: now the number of batches is known
+            at = step_batches(total, self.settings)
+            self.plan = list(zip(at, latency_targets(self.dense_ms, self.budget_ms, len(at)), strict=True))
+        if self.plan and done == self.plan[0][0]:
+            self.prune(*self.plan.pop(0))
+
+    def prune(self, batch: int, target_ms: float) -> None:
+        space, keep, masked = self.space, self.keep, self.masked
+        importance, averaged = masked.importance(), masked.batches()
+        masked.reset()
+        value = kept_value(space, importance, keep)
+        self.widths, predicted = greedy_path(
+            space, value, self.predict_ms, stop_ms=target_ms, start=self.widths
+        )[-1]
+        removed = {}
+        for g in space.groups:
+            kept = top_channels(importance[g.name], keep[g.name], self.widths[g.name])
+            removed[g.name] = sorted(set(keep[g.name]) - set(kept))
+            keep[g.name] = kept
+        masked.mask(keep)
+        self.steps.append(
+            HalpStep(batch, target_ms, dict(self.widths), float(predicted), importance, averaged, removed)
+        )
+
+
 def halp_prune(
     net: nn.Module,
     example: Tensor,
@@ -210,37 +252,7 @@ def halp_prune(
     if not epochs > 0:
         raise ConfigError(f"halp prunes during the fine-tune: --finetune-epochs must be > 0, got {epochs}")
     masked = TaylorMasks(net, example, space.groups)
-    keep = {g.name: list(range(g.channels)) for g in space.groups}
-    widths = space.dense()
-    dense_ms = float(predict_ms(widths))
-    steps: list[HalpStep] = []
-    plan: list[tuple[int, float]] = []  # (batches trained, latency target) of the steps still to take
-    placed: list[bool] = []
-
-    def prune(batch: int, target_ms: float) -> None:
-        nonlocal widths
-        importance, averaged = masked.importance(), masked.batches()
-        masked.reset()
-        value = kept_value(space, importance, keep)
-        widths, predicted = greedy_path(space, value, predict_ms, stop_ms=target_ms, start=widths)[-1]
-        removed = {}
-        for g in space.groups:
-            kept = top_channels(importance[g.name], keep[g.name], widths[g.name])
-            removed[g.name] = sorted(set(keep[g.name]) - set(kept))
-            keep[g.name] = kept
-        masked.mask(keep)
-        steps.append(
-            HalpStep(batch, target_ms, dict(widths), float(predicted), importance, averaged, removed)
-        )
-
-    def on_step(done: int, total: int) -> None:
-        if not placed:  # the first batch: now the number of batches is known
-            placed.append(True)
-            at = step_batches(total, settings)
-            plan.extend(zip(at, latency_targets(dense_ms, budget_ms, len(at)), strict=True))
-        if plan and done == plan[0][0]:
-            prune(*plan.pop(0))
-
+    run = _Progressive(masked, space, predict_ms, budget_ms=budget_ms, settings=settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         training.train(
@@ -250,15 +262,16 @@ def halp_prune(
             lr=lr,
             seed=seed,
             parameters=net.parameters(),
-            on_step=on_step,
+            on_step=run.on_step,
             augment=augment,
         )
-    if plan or not steps:
-        raise RuntimeError(f"halp: {len(plan)} pruning steps were not reached; the training ended early")
-    importance = masked.importance() if masked.batches() else steps[-1].importance
+    if run.plan or not run.steps:
+        left = len(run.plan or ())
+        raise RuntimeError(f"halp: {left} pruning steps were not reached; the training ended early")
+    importance = masked.importance() if masked.batches() else run.steps[-1].importance
     masked.gated.remove()
-    _zero_pruned(masked.gated, keep)
-    return HalpResult(net.eval(), keep, importance, steps)
+    _zero_pruned(masked.gated, run.keep)
+    return HalpResult(net.eval(), run.keep, importance, run.steps)
 
 
 def _zero_pruned(gated: GatedNetwork, keep: Mapping[str, Sequence[int]]) -> None:
