@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,15 @@ from autoprune.search import (
     select_by_measurement,
 )
 from autoprune.search.allocation import scaled_down
+from autoprune.search.finalists import widest_by_measurement
 
 _SILENT = Reporter()
 FALLBACKS = 6
 """Networks tried after the adapted one if it measures over the budget: it scaled down alike in every
 group to be predicted 3 %, 6 %, ... under the budget (the generator's allocation kept)."""
+LAST_RESORT = 15
+"""When none of those measures within the budget: the adapted network scaled down alike in every group in
+this many steps from its own prediction to the narrowest network, bisected by measurement."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,8 @@ def adapt(
     pruned.meta = {
         "budget_ms": budget.budget_ms, "reference_ms": budget.reference_ms, "frame_ms": budget.frame_ms,
         "profile_scale": budget.scale, "predicted_ms": chosen.candidate.predicted_ms,
-        "measured_ms": chosen.measured_ms, "margin": chosen.margin, "generator_predicted_ms": mask.latency_ms,
+        "measured_ms": chosen.measured_ms, "margin": chosen.margin, "last_resort": chosen.last_resort,
+        "generator_predicted_ms": mask.latency_ms,
         "widths": pruned.widths, "generator_counts": mask.counts, "val_accuracy": val, "test_accuracy": test,
         "meta_seconds": meta_seconds, "reused_generator": reused, "adapt_seconds": adapt_seconds,
         "replaced_classifier": replaced, "finetune_epochs": config.finetune_epochs, "strategy": "stamp",
@@ -257,7 +262,8 @@ def _generator(
 
 def _measured(b: Bound, widths: Widths, budget: _Budget, config: AdaptConfig) -> Measured:
     """The adapted network, or the first of its scaled-down fallbacks, that measures within the budget,
-    judged on its ratio to the dense network timed beside it (as ``search``'s finalists)."""
+    judged on its ratio to the dense network timed beside it (as ``search``'s finalists); when none does,
+    the widest scaling of it that measures within the budget (a bisection down to the narrowest)."""
     predict_ms = budget.predict_ms
     lower = scaled_down(b.space, widths, predict_ms, budget_ms=budget.budget_ms, fallbacks=FALLBACKS)
     candidates = [Candidate(widths, predict_ms(widths)), *(Candidate(w, ms) for w, ms in lower)]
@@ -267,6 +273,37 @@ def _measured(b: Bound, widths: Widths, budget: _Budget, config: AdaptConfig) ->
         timings = b.time_beside_dense(widths_list, tolerance=tolerance, max_seconds=MEASURE_SECONDS)
         return [t.judged(budget.frame_ms) for t in timings]
 
+    def last_resort() -> Measured:
+        own = predict_ms(widths)  # its scalings from its own prediction down: the predictor erred
+        ladder = [
+            widths,
+            *(
+                w
+                for w, _ in scaled_down(
+                    b.space,
+                    widths,
+                    predict_ms,
+                    budget_ms=own,
+                    fallbacks=LAST_RESORT,
+                    step=1 / (LAST_RESORT + 1),
+                )
+            ),
+        ]
+        if ladder[-1] != b.space.narrowest():
+            ladder.append(b.space.narrowest())
+        timings: dict[int, Timing] = {}
+
+        def timed(i: int) -> tuple[float, float]:
+            if i not in timings:
+                timings[i] = judged([ladder[i]])[0]
+            return timings[i].median_ms, timings[i].spread
+
+        best, _ = widest_by_measurement(ladder, timed, budget_ms=budget.budget_ms, tolerance=tolerance)
+        chosen = Candidate(ladder[best], predict_ms(ladder[best]))
+        m = Measured.of(chosen, timings[best], budget_ms=budget.budget_ms, tolerance=tolerance)
+        return replace(m, last_resort=True)
+
     return select_by_measurement(
-        candidates, measure=judged, budget_ms=budget.budget_ms, finalists=3, tolerance=tolerance
-    ).chosen
+        candidates, measure=judged, budget_ms=budget.budget_ms, finalists=3, tolerance=tolerance,
+        last_resort=last_resort,
+    ).chosen  # fmt: skip

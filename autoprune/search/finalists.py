@@ -4,7 +4,8 @@
 A batch that measures over the budget teaches the search the predictor's bias near the budget (measured
 over predicted): the remaining candidates are re-ranked under the corrected prediction, those it still
 puts within the budget first. When the strategy's candidates run out, the last resort (``autoprune
-search`` gives the widest uniform network that *measures* within the budget) is taken, so a search fails
+search`` gives the widest uniform network that *measures* within the budget, ``autoprune adapt`` the
+widest scaling of its network that does; both ``widest_by_measurement``) is taken, so a search fails
 only when even the narrowest network measures over the budget."""
 
 from __future__ import annotations
@@ -110,3 +111,36 @@ def select_by_measurement(
         f"predicted {fastest.candidate.predicted_ms:.4g} ms): "
         "profile more networks near the budget, or raise it"
     )
+
+
+def widest_by_measurement(
+    ladder: Sequence[Widths],
+    timed: Callable[[int], tuple[float, float]],
+    *,
+    budget_ms: float,
+    tolerance: float,
+) -> tuple[int, tuple[float, float]]:
+    """The index of the widest network of ``ladder`` (widest first: latency falls along it) that measures
+    within the budget by its noise margin, found by bisection, and its (median ms, spread) from
+    ``timed(i)``; a one-line :class:`BudgetError` saying by how much when even the last measures over."""
+
+    def fits(i: int) -> bool:
+        ms, spread = timed(i)
+        return within_budget(ms, budget_ms, margin=margin_for(spread, tolerance=tolerance))
+
+    last = len(ladder) - 1
+    if not fits(last):
+        ms, spread = timed(last)
+        needed = ms * (1 + margin_for(spread, tolerance=tolerance))
+        raise BudgetError(
+            f"even the narrowest network of the search space measures {ms:.4g} ms, "
+            f"{100 * (needed / budget_ms - 1):.1f} % over the budget of {budget_ms:.4g} ms "
+            "with its noise margin: raise the budget"
+        )
+    if fits(0):
+        return 0, timed(0)
+    lo, hi = 0, last  # lo does not fit, hi fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi, timed(hi)

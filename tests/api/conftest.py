@@ -26,4 +26,7 @@ def exact_run(
         api.fit(root / "profile.parquet", out=root / "predictor.pt", config=FitConfig(epochs=300, folds=0))
         rf = FitConfig(predictor="rf", compare=("rf",), folds=0)
         api.fit(root / "profile.parquet", out=root / "rf.pt", config=rf)
-        yield {"checkpoint": tiny_run["checkpoint"], "predictor": root / "predictor.pt", "rf": root / "rf.pt"}
+        yield {
+            "checkpoint": tiny_run["checkpoint"], "profile": root / "profile.parquet",
+            "predictor": root / "predictor.pt", "rf": root / "rf.pt",
+        }  # fmt: skip

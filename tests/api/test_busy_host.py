@@ -1,8 +1,9 @@
 """``api.search`` on a host that is not quiet (issue 19): finalists are judged on their ratio to the dense
 network timed beside them, so a device uniformly slower than profiled, or a load that moves absolute
 timings by ±30 % from round to round, still yields a network within the budget; a device on which
-nothing fits fails in one line that says by how much. The devices are deterministic backend doubles
-(tests/doubles.py) with the profiled device's fingerprint."""
+nothing fits fails in one line that says by how much. ``api.adapt`` on a device where its network and
+every fallback measure over the budget still returns the widest scaling of it that fits. The devices
+are deterministic backend doubles (tests/doubles.py) with the profiled device's fingerprint."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from doubles import use_backend
 
 from autoprune import api
-from autoprune.config import SearchConfig
+from autoprune.config import AdaptConfig, FitConfig, SearchConfig
 from autoprune.errors import BudgetError
 from autoprune.predictor import LatencyPredictor
 
@@ -72,3 +73,24 @@ def test_a_device_on_which_nothing_fits_fails_in_one_line_saying_by_how_much(
     with pytest.raises(BudgetError, match=r"narrowest network of the search space measures .* % over") as e:
         _search(exact_run, tmp_path / "run", budget_ratio=0.6)
     assert "\n" not in str(e.value) and "raise the budget" in str(e.value)
+
+
+@pytest.mark.slow
+def test_adapt_returns_the_widest_scaling_that_measures_within_the_budget_when_its_network_does_not(
+    exact_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fixed per-inference cost the profile did not see: the adapted network and its fallbacks, all
+    predicted within the budget, measure over it; the last resort bisects the adapted network's scalings
+    down to the narrowest by measurement. (The budget in ms is judged in the profile's quiet frame.)"""
+    lpnet = tmp_path / "lpnet.pt"  # adapt needs a differentiable predictor
+    api.fit(exact_run["profile"], out=lpnet, config=FitConfig(predictor="lpnet", epochs=300, folds=0))
+    use_backend(monkeypatch, "counting", "doubles:OverheadBackend")
+    quiet_ms = LatencyPredictor.load(lpnet).meta["reference_ms"]
+    config = AdaptConfig(budget_ms=0.5 * quiet_ms, meta_steps=2, adapt_steps=1, set_size=16, query_size=16)
+    out = tmp_path / "adapt"
+    api.adapt("resnet20", checkpoint=exact_run["checkpoint"], reference="digits", data="digits",
+              predictor=lpnet, out=out, config=config)  # fmt: skip
+    meta = json.loads((out / "adapt.json").read_text())
+    assert meta["last_resort"]
+    assert meta["measured_ms"] * (1 + meta["margin"]) <= meta["budget_ms"]
+    assert meta["predicted_ms"] < 0.8 * meta["generator_predicted_ms"]  # a scaling well under its own network

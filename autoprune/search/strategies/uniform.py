@@ -13,11 +13,9 @@ from dataclasses import replace
 
 import optuna
 
-from autoprune.errors import BudgetError
 from autoprune.graph import Widths
 from autoprune.latency import Timing
-from autoprune.search.budget import margin_for, within_budget
-from autoprune.search.finalists import Measured
+from autoprune.search.finalists import Measured, widest_by_measurement
 from autoprune.search.space import WidthSpace
 from autoprune.search.strategies._base import (
     FALLBACKS,
@@ -61,37 +59,21 @@ def widest_uniform_measured(problem: SearchProblem, study: optuna.Study) -> Meas
     return replace(m, last_resort=True)
 
 
-def _bisect(problem: SearchProblem, study: optuna.Study, ladder: list[Widths]) -> tuple[int, list[float]]:
+def _bisect(
+    problem: SearchProblem, study: optuna.Study, ladder: list[Widths]
+) -> tuple[int, tuple[float, float]]:
     cache: dict[str, list[float]] = dict(study.user_attrs.get(_ATTR, {}))
 
-    def timed(i: int) -> list[float]:
+    def timed(i: int) -> tuple[float, float]:
         key = ",".join(str(v) for v in ladder[i].values())
         if key not in cache:
             t = problem.measure([ladder[i]])[0]
             cache[key] = [t.median_ms, t.spread]
             study.set_user_attr(_ATTR, cache)
-        return cache[key]
+        ms, spread = cache[key]
+        return float(ms), float(spread)
 
-    def fits(i: int) -> bool:
-        ms, spread = timed(i)
-        return within_budget(ms, problem.budget_ms, margin=margin_for(spread, tolerance=problem.tolerance))
-
-    last = len(ladder) - 1
-    if not fits(last):
-        ms, spread = timed(last)
-        needed = ms * (1 + margin_for(spread, tolerance=problem.tolerance))
-        raise BudgetError(
-            f"even the narrowest network of the search space measures {ms:.4g} ms, "
-            f"{100 * (needed / problem.budget_ms - 1):.1f} % over the budget of {problem.budget_ms:.4g} ms "
-            "with its noise margin: raise the budget"
-        )
-    if fits(0):
-        return 0, timed(0)
-    lo, hi = 0, last  # lo does not fit, hi fits
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi, timed(hi)
+    return widest_by_measurement(ladder, timed, budget_ms=problem.budget_ms, tolerance=problem.tolerance)
 
 
 @register_strategy
