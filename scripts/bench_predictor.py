@@ -78,11 +78,13 @@ networks drawn like the profile's; the one a search picks is chosen for a predic
 which is why the finalists are measured."""
 
 
-def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] | None:
-    """The given rows profiled again here, into a fresh profile with the same backend, protocol and
-    reference (None when this is not the profile's device): their drift-corrected latencies in the profile's
-    unit (relative to the new profile's reference latency x the
-    profile's), as a search converts them; and the new profile's columns."""
+def remeasure(
+    prof: Profile, rows: np.ndarray, *, protocol: ProtocolConfig | None = None
+) -> dict[str, np.ndarray | float] | None:
+    """The given rows profiled again here, into a fresh profile with the same backend, reference and
+    protocol (or ``protocol``), None when this is not the profile's device: their drift-corrected
+    latencies in the profile's unit (relative to the new profile's reference latency x the profile's), as
+    a search converts them; the new profile's columns; and the seconds per network."""
     meta = prof.meta
     backend = get_backend(meta["backend"], **meta["backend_settings"])
     if device_identity(backend.fingerprint()) != device_identity(meta["device"]):
@@ -98,7 +100,7 @@ def remeasure(prof: Profile, rows: np.ndarray) -> dict[str, np.ndarray | float] 
             input_shape=meta["input_shape"],
             backend=backend,
             sampling=SamplingConfig.from_dict({**meta["sampling"], "samples": len(widths)}),
-            protocol=ProtocolConfig.from_dict(meta["protocol"]),
+            protocol=protocol or ProtocolConfig.from_dict(meta["protocol"]),
             out=Path(tmp) / "again.parquet",
             acquire=lambda _profile, _wanted: widths,  # exactly these networks, in this order
             initial=0,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 import pytest
+import torch
 from hardware import BrokenSetup, gpu_here, tensorrt_here
 
 from autoprune import api
@@ -26,6 +28,17 @@ def _hardware(marker: str) -> tuple[str | None, str | None]:
         return _CHECKS[marker](), None
     except BrokenSetup as exc:
         return None, str(exc)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``, the default in pyproject.toml) the workers share the cores: each
+    gets its share of torch threads, and so do the processes it starts (the CLI tests), so that two
+    workers on two cores do not oversubscribe them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
