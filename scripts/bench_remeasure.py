@@ -55,8 +55,16 @@ VARIANTS = {
     "rounds9": {"rounds": 9},
     "ref1": {"reference_every": 1},
 }
-HEADER = ["variant", "session", "s / network", "load", "MAPE % vs profile", "±5 %", "raw MAPE %",
-          "raw ±5 %", "τ"]  # fmt: skip
+HEADER = ["variant", "session", "s / network", "load", "dense now / profiled", "MAPE % vs profile", "±5 %",
+          "raw MAPE %", "raw ±5 %", "τ"]  # fmt: skip
+LIMITS = """## How to read it
+
+"2nd vs 1st" is the floor of this host under that protocol: no profile, however measured, can be closer
+to a new measurement than the next measurement is. "dense now / profiled" is the dense network's latency
+in a session (the median of its timings beside the networks) over the profile's reference: a host that
+runs the same network at another speed than when it was profiled (another physical machine under the
+same CPU name, or one shared with other tenants) moves every raw latency; the drift correction removes
+a uniform change but not one that treats networks of different shapes differently."""
 
 
 def held_out(prof: Profile) -> np.ndarray:
@@ -89,8 +97,10 @@ def _load(s: dict[str, Any]) -> str:
     return "-" if s["load_start"] is None else f"{s['load_start']:.2f}-{s['load_end']:.2f}"
 
 
-def _row(variant: str, label: str, seconds: str, load: str, vs: dict, raw: dict | None) -> list[str]:
-    return [variant, label, seconds, load, f"{vs['mape']:.2f}", f"{vs['within_5']:.1f}",
+def _row(
+    variant: str, label: str, seconds: str, load: str, vs: dict, raw: dict | None, host: str = "-"
+) -> list[str]:
+    return [variant, label, seconds, load, host, f"{vs['mape']:.2f}", f"{vs['within_5']:.1f}",
             "-" if raw is None else f"{raw['mape']:.2f}", "-" if raw is None else f"{raw['within_5']:.1f}",
             f"{vs['kendall_tau']:.3f}"]  # fmt: skip
 
@@ -104,10 +114,10 @@ def table(prof: Profile, rows: np.ndarray, args: argparse.Namespace) -> list[lis
             return None
         for s in sessions:
             assert s is not None
-            out.append(_row(variant, f"{s['session']}", f"{s['seconds']:.2f}",
-                            _load(s),
+            host = float(np.median(s["reference_ms"])) / float(prof.reference_ms() or np.nan)
+            out.append(_row(variant, f"{s['session']}", f"{s['seconds']:.2f}", _load(s),
                             latency_metrics(np.asarray(s["corrected"]), measured),
-                            latency_metrics(np.asarray(s["raw_ms"]), raw)))  # fmt: skip
+                            latency_metrics(np.asarray(s["raw_ms"]), raw), f"{host:.2f}"))  # fmt: skip
         if len(sessions) > 1:
             corrected = [np.asarray(s["corrected"]) for s in sessions if s is not None]
             raws = [np.asarray(s["raw_ms"]) for s in sessions if s is not None]
@@ -160,6 +170,7 @@ def main() -> None:
             markdown_table(HEADER, body),
             "",
         ]
+    lines += [LIMITS, ""]
     atomic_write(args.out, lambda tmp: tmp.write_text("\n".join(lines)))
     print(f"wrote {args.out}", file=sys.stderr)
 
