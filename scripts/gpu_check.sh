@@ -126,7 +126,7 @@ if ((DRY)); then
     SEARCH=(--trials 2 --finetune-epochs 0.02 --final-epochs 0.02 --finalists 1 --measure-seconds 1
         --calibration-batches 1)
     # Every network fits: the dry run checks the steps, and a tiny profile taken on a CPU that other work
-    # shares (the test suite's other worker) can put even the narrowest network over 60 % of the dense.
+    # shares (another test worker, any other process) can put even the narrowest network over 60 % of the dense.
     BUDGET=(--budget-ms 1000)
     PYTEST=(-m "gpu or tensorrt" -q -p no:cacheprovider tests/latency/test_backends.py)
     SCALE=20

@@ -31,7 +31,7 @@ def _hardware(marker: str) -> tuple[str | None, str | None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (``-n N``, the default in pyproject.toml) the workers share the cores: each
+    """Under pytest-xdist (``pytest -n 2``, see pyproject.toml) the workers share the cores: each
     gets its share of torch threads, and so do the processes it starts (the CLI tests), so that two
     workers on two cores do not oversubscribe them."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
