@@ -55,8 +55,8 @@ VARIANTS = {
     "rounds9": {"rounds": 9},
     "ref1": {"reference_every": 1},
 }
-HEADER = ["variant", "session", "s / network", "load", "dense now / profiled", "MAPE % vs profile", "±5 %",
-          "raw MAPE %", "raw ±5 %", "τ"]  # fmt: skip
+HEADER = ["variant", "session", "measured (code, date)", "s / network", "load", "dense now / profiled",
+          "MAPE % vs profile", "±5 %", "raw MAPE %", "raw ±5 %", "τ"]  # fmt: skip
 LIMITS = """## How to read it
 
 "2nd vs 1st" is the floor of this host under that protocol: no profile, however measured, can be closer
@@ -98,9 +98,16 @@ def _load(s: dict[str, Any]) -> str:
 
 
 def _row(
-    variant: str, label: str, seconds: str, load: str, vs: dict, raw: dict | None, host: str = "-"
+    variant: str,
+    label: str,
+    seconds: str,
+    load: str,
+    vs: dict,
+    raw: dict | None,
+    host: str = "-",
+    when: str = "-",
 ) -> list[str]:
-    return [variant, label, seconds, load, host, f"{vs['mape']:.2f}", f"{vs['within_5']:.1f}",
+    return [variant, label, when, seconds, load, host, f"{vs['mape']:.2f}", f"{vs['within_5']:.1f}",
             "-" if raw is None else f"{raw['mape']:.2f}", "-" if raw is None else f"{raw['within_5']:.1f}",
             f"{vs['kendall_tau']:.3f}"]  # fmt: skip
 
@@ -117,7 +124,8 @@ def table(prof: Profile, rows: np.ndarray, args: argparse.Namespace) -> list[lis
             host = float(np.median(s["reference_ms"])) / float(prof.reference_ms() or np.nan)
             out.append(_row(variant, f"{s['session']}", f"{s['seconds']:.2f}", _load(s),
                             latency_metrics(np.asarray(s["corrected"]), measured),
-                            latency_metrics(np.asarray(s["raw_ms"]), raw), f"{host:.2f}"))  # fmt: skip
+                            latency_metrics(np.asarray(s["raw_ms"]), raw), f"{host:.2f}",
+                            f"{s['code']}, {s['date']}"))  # fmt: skip
         if len(sessions) > 1:
             corrected = [np.asarray(s["corrected"]) for s in sessions if s is not None]
             raws = [np.asarray(s["raw_ms"]) for s in sessions if s is not None]
