@@ -117,7 +117,8 @@ install() {
 print('autoprune', autoprune.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 }
 
-# Sizes: the GPU run, or the dry run's tiny ones.
+# Sizes: the GPU run, or the dry run's tiny ones. pytest runs in one process (-o addopts=-ra): the
+# project's addopts start pytest-xdist workers, which the GPU machine's wheels leave out.
 if ((DRY)); then
     DEVICE=(--backend torch --device cpu)
     PROTOCOL=(--warmup-ms 1 --iterations 2 --min-round-ms 0.5 --rounds 2 --reference-every 4)
@@ -128,7 +129,7 @@ if ((DRY)); then
     # Every network fits: the dry run checks the steps, and a tiny profile taken on a CPU that other work
     # shares (another test worker, any other process) can put even the narrowest network over 60 % of the dense.
     BUDGET=(--budget-ms 1000)
-    PYTEST=(-m "gpu or tensorrt" -q -p no:cacheprovider tests/latency/test_backends.py)
+    PYTEST=(-o addopts=-ra -m "gpu or tensorrt" -q -p no:cacheprovider tests/latency/test_backends.py)
     SCALE=20
     TOTAL="${GPU_CHECK_SECONDS:-6000}"
 else
@@ -138,7 +139,7 @@ else
     FIT=()
     SEARCH=(--trials 8 --finetune-epochs 0.3 --final-epochs 2 --finalists 2 --measure-seconds 5)
     BUDGET=(--budget-ratio 0.6)
-    PYTEST=(-m "gpu or tensorrt" -q -p no:cacheprovider -rs)
+    PYTEST=(-o addopts=-ra -m "gpu or tensorrt" -q -p no:cacheprovider -rs)
     TOTAL="${GPU_CHECK_SECONDS:-480}"
 fi
 

@@ -31,14 +31,24 @@ def _hardware(marker: str) -> tuple[str | None, str | None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (``pytest -n 2``, see pyproject.toml) the workers share the cores: each
-    gets its share of torch threads, and so do the processes it starts (the CLI tests), so that two
-    workers on two cores do not oversubscribe them."""
+    """Under pytest-xdist (``-n auto`` in pyproject.toml) each worker gets its own cores and as many torch
+    threads, and so do the processes it starts (the CLI tests): a timing in one worker never shares a core
+    with the other workers' work, and nothing is oversubscribed."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
+    if workers < 2:
+        return
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    if hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        share = max(1, len(allowed) // workers)
+        start = (index * share) % len(allowed)
+        mine = allowed[start : start + share]
+        os.sched_setaffinity(0, mine)
+        threads = len(mine)
+    else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -34,13 +34,13 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     tiny = [
         "--epochs",
-        "1",
+        "0.5",
         "--samples",
         "16",
         "--finetune-epochs",
         "0.1",
         "--final-epochs",
-        "1",
+        "0.2",
         "--budget-ratio",
         "0.9",  # 16 networks (noisy ones left out) predict roughly: leave the finalists room
     ]

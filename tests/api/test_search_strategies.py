@@ -158,7 +158,8 @@ def test_pfp_derives_the_widths_from_eps_and_keeps_channels_by_importance_sampli
     exact_run: dict[str, Path], tmp_path: Path
 ) -> None:
     run = tmp_path / "pfp"
-    result = _search(exact_run, run, strategy="pfp", criterion="pfp")
+    two = {"batches": 2}  # PFP's sensitivities from 2 calibration batches (default 4): half the work
+    result = _search(exact_run, run, strategy="pfp", criterion="pfp", strategy_options=two)
     study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{run / 'study.db'}")
     record = study.user_attrs["pfp"]
     assert record["settings"]["delta"] == 0.1 and record["eps"][0] > 0
@@ -170,7 +171,7 @@ def test_pfp_derives_the_widths_from_eps_and_keeps_channels_by_importance_sampli
     assert study.trials == []  # nothing trained while searching
     # A rerun with a fixed ε over the budget is refused before any pruning.
     with pytest.raises(BudgetError, match="--pfp-eps"):
-        _search(exact_run, tmp_path / "tight", strategy="pfp", strategy_options={"eps": 0.01})
+        _search(exact_run, tmp_path / "tight", strategy="pfp", strategy_options={**two, "eps": 0.01})
 
 
 def test_gates_refuse_a_predictor_that_is_not_differentiable_before_any_work(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,11 +11,23 @@ from autoprune.latency.hygiene import load_average, pinned
 HAS_AFFINITY = hasattr(os, "sched_setaffinity")
 
 
-@pytest.mark.skipif(
-    not HAS_AFFINITY or len(os.sched_getaffinity(0)) < 2, reason="needs CPU affinity and 2 usable CPUs"
-)
-def test_pinned_takes_the_last_cpus_cuts_torchs_threads_and_restores_both() -> None:
-    allowed, threads = os.sched_getaffinity(0), torch.get_num_threads()
+@pytest.fixture
+def every_cpu() -> Iterator[set[int]]:
+    """This process on every CPU the OS lets it have (a test worker runs on its own share of them), as
+    before afterwards; the CPUs it got."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))  # the kernel keeps those the process may use
+    try:
+        yield os.sched_getaffinity(0)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@pytest.mark.skipif(not HAS_AFFINITY, reason="needs CPU affinity")
+def test_pinned_takes_the_last_cpus_cuts_torchs_threads_and_restores_both(every_cpu: set[int]) -> None:
+    if len(every_cpu) < 2:
+        pytest.skip("needs 2 usable CPUs")
+    allowed, threads = every_cpu, torch.get_num_threads()
     with pinned(1) as cpus:
         assert cpus == [max(allowed)] and os.sched_getaffinity(0) == {max(allowed)}
         assert torch.get_num_threads() == 1

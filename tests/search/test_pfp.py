@@ -183,6 +183,8 @@ def test_a_given_eps_is_used_or_refused_when_over_budget(tmp_path: Path) -> None
         get_strategy("pfp", eps=-1.0)
     with pytest.raises(ConfigError, match="--pfp-delta 2"):
         get_strategy("pfp", delta=2.0)
+    with pytest.raises(ConfigError, match="--pfp-batches 0"):
+        get_strategy("pfp", batches=0)
 
 
 def test_pfp_needs_the_dense_network(tmp_path: Path) -> None:

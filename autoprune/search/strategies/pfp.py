@@ -71,6 +71,10 @@ class PFPStrategy(SearchStrategy):
         StrategyOption(
             "--pfp-delta", "delta", float, "pfp: the failure probability δ of the bound (default 0.1)"
         ),
+        StrategyOption(
+            "--pfp-batches", "batches", int,
+            "pfp: training batches its sensitivities are computed on (default 4)",
+        ),
     )  # fmt: skip
 
     def __init__(
@@ -82,7 +86,7 @@ class PFPStrategy(SearchStrategy):
         if not 0 < delta < 1:
             raise ConfigError(f"--pfp-delta {delta}: the failure probability must be in (0, 1), e.g. 0.1")
         if batches < 1:
-            raise ConfigError(f"pfp: batches ({batches}) must be >= 1")
+            raise ConfigError(f"--pfp-batches {batches}: must be >= 1, e.g. 4")
         self.eps, self.delta, self.batches = eps, delta, batches
         self.fallbacks = Fallbacks(fallbacks, fallback_step)
 
