@@ -64,6 +64,8 @@ class Registry(Generic[T]):
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
+                if exc.name is None or exc.name.partition(".")[0] == "autoprune":
+                    raise  # autoprune's own code is broken, not a missing package: say so as it is
                 raise ConfigError(
                     f"{self.what} '{name}' needs a package that is not installed ({exc.name}): install it"
                 ) from exc
