@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hardware import BrokenSetup, gpu_here, tensorrt_here
+from once import built_once
 
 from autoprune import api
 from autoprune.config import FitConfig, ProtocolConfig, SamplingConfig, TrainConfig
@@ -63,16 +64,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 pytest.skip(skip)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist the long tests (marked ``slow``) come first: the workers start on them and the
+    short ones fill the end, so that no worker is left waiting for another's long test. No test depends
+    on the order (each runs alone as well)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """resnet20 trained briefly on digits, a 12-network profile of it, and an LPNet fit on that."""
-    root = tmp_path_factory.mktemp("tiny_run")
-    ckpt = root / "dense.pt"
-    api.train("resnet20", data="digits", out=ckpt, config=TrainConfig(epochs=1))
-    profile = root / "profile.parquet"
-    api.profile(
-        "resnet20", out=profile, checkpoint=ckpt, sampling=SamplingConfig(samples=12), protocol=QUICK_PROTOCOL
-    )
-    predictor = root / "predictor.pt"
-    api.fit(profile, out=predictor, config=FitConfig(epochs=300, folds=0, include_noisy=True))
+    """resnet20 trained briefly on digits, a 12-network profile of it, and an LPNet fit on that (built
+    once per run, shared by the test workers: nothing may write into it)."""
+    with built_once(tmp_path_factory, "tiny_run") as (root, build):
+        ckpt, profile, predictor = root / "dense.pt", root / "profile.parquet", root / "predictor.pt"
+        if build:
+            api.train("resnet20", data="digits", out=ckpt, config=TrainConfig(epochs=1))
+            api.profile("resnet20", out=profile, checkpoint=ckpt, sampling=SamplingConfig(samples=12),
+                        protocol=QUICK_PROTOCOL)  # fmt: skip
+            api.fit(profile, out=predictor, config=FitConfig(epochs=300, folds=0, include_noisy=True))
     return {"root": root, "checkpoint": ckpt, "profile": profile, "predictor": predictor}

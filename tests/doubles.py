@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,9 +14,12 @@ from autoprune.latency.backends import BACKENDS, LatencyBackend, Session
 
 
 def use_backend(mp: pytest.MonkeyPatch, name: str, target: str) -> None:
-    """Register the backend ``target`` ("doubles:Class") as ``name`` until ``mp`` is undone."""
+    """Register the backend ``target`` ("doubles:Class") as ``name`` until ``mp`` is undone. The class is
+    put in the registry's cache too, so that undoing ``mp`` restores (or removes) the cached class as well:
+    a class left cached would outlive the test and serve ``name`` to every later test of the process."""
+    module, _, attr = target.partition(":")
     mp.setitem(BACKENDS._targets, name, target)
-    mp.delitem(BACKENDS._classes, name, raising=False)
+    mp.setitem(BACKENDS._classes, name, getattr(importlib.import_module(module), attr))
 
 
 class _ParamSession(Session):

@@ -154,6 +154,7 @@ def test_droppruning_finalist_is_pruned_to_the_channels_its_trial_kept(
     assert pruned.keep == {k: list(v) for k, v in attrs["keep"].items()}
 
 
+@pytest.mark.slow
 def test_pfp_derives_the_widths_from_eps_and_keeps_channels_by_importance_sampling(
     exact_run: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -220,6 +221,7 @@ def test_a_tolerance_without_a_budget_gives_the_fastest_network_within_it(
     assert again.widths == loose.widths
 
 
+@pytest.mark.slow
 def test_screen_reports_what_it_screened_and_the_rerank(exact_run: dict[str, Path], tmp_path: Path) -> None:
     """The default-to-be: many proxy-scored candidates on the budget, a rerank beside uniform, a guard."""
     _search(exact_run, tmp_path / "s", strategy="screen", trials=12, proxy_batches=2, proxy_val=64,
