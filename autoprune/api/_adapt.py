@@ -8,7 +8,8 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from autoprune.search import (
     select_by_measurement,
 )
 from autoprune.search.allocation import scaled_down
-from autoprune.search.finalists import widest_by_measurement
+from autoprune.search.finalists import widest_measured
 
 _SILENT = Reporter()
 FALLBACKS = 6
@@ -273,37 +274,28 @@ def _measured(b: Bound, widths: Widths, budget: _Budget, config: AdaptConfig) ->
         timings = b.time_beside_dense(widths_list, tolerance=tolerance, max_seconds=MEASURE_SECONDS)
         return [t.judged(budget.frame_ms) for t in timings]
 
-    def last_resort() -> Measured:
-        own = predict_ms(widths)  # its scalings from its own prediction down: the predictor erred
-        ladder = [
-            widths,
-            *(
-                w
-                for w, _ in scaled_down(
-                    b.space,
-                    widths,
-                    predict_ms,
-                    budget_ms=own,
-                    fallbacks=LAST_RESORT,
-                    step=1 / (LAST_RESORT + 1),
-                )
-            ),
-        ]
-        if ladder[-1] != b.space.narrowest():
-            ladder.append(b.space.narrowest())
-        timings: dict[int, Timing] = {}
-
-        def timed(i: int) -> tuple[float, float]:
-            if i not in timings:
-                timings[i] = judged([ladder[i]])[0]
-            return timings[i].median_ms, timings[i].spread
-
-        best, _ = widest_by_measurement(ladder, timed, budget_ms=budget.budget_ms, tolerance=tolerance)
-        chosen = Candidate(ladder[best], predict_ms(ladder[best]))
-        m = Measured.of(chosen, timings[best], budget_ms=budget.budget_ms, tolerance=tolerance)
-        return replace(m, last_resort=True)
-
     return select_by_measurement(
         candidates, measure=judged, budget_ms=budget.budget_ms, finalists=3, tolerance=tolerance,
-        last_resort=last_resort,
+        last_resort=lambda: _last_resort(b, widths, budget, judged, tolerance=tolerance),
     ).chosen  # fmt: skip
+
+
+def _last_resort(
+    b: Bound,
+    widths: Widths,
+    budget: _Budget,
+    judged: Callable[[list[Widths]], list[Timing]],
+    *,
+    tolerance: float,
+) -> Measured:
+    """When the adapted network and its fallbacks all measure over the budget (the predictor erred): the
+    widest of its scalings, from its own prediction down to the narrowest network, that measures within
+    the budget."""
+    own = budget.predict_ms(widths)
+    lower = scaled_down(b.space, widths, budget.predict_ms, budget_ms=own, fallbacks=LAST_RESORT,
+                        step=1 / (LAST_RESORT + 1))  # fmt: skip
+    ladder = [widths, *(w for w, _ in lower)]
+    if ladder[-1] != b.space.narrowest():
+        ladder.append(b.space.narrowest())
+    return widest_measured(ladder, lambda i: judged([ladder[i]])[0], budget.predict_ms,
+                           budget_ms=budget.budget_ms, tolerance=tolerance)  # fmt: skip

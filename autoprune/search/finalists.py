@@ -5,14 +5,14 @@ A batch that measures over the budget teaches the search the predictor's bias ne
 over predicted): the remaining candidates are re-ranked under the corrected prediction, those it still
 puts within the budget first. When the strategy's candidates run out, the last resort (``autoprune
 search`` gives the widest uniform network that *measures* within the budget, ``autoprune adapt`` the
-widest scaling of its network that does; both ``widest_by_measurement``) is taken, so a search fails
+widest scaling of its network that does; both ``widest_measured``) is taken, so a search fails
 only when even the narrowest network measures over the budget."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -115,32 +115,51 @@ def select_by_measurement(
 
 def widest_by_measurement(
     ladder: Sequence[Widths],
-    timed: Callable[[int], tuple[float, float]],
+    timed: Callable[[int], Timing],
     *,
     budget_ms: float,
     tolerance: float,
-) -> tuple[int, tuple[float, float]]:
+) -> tuple[int, Timing]:
     """The index of the widest network of ``ladder`` (widest first: latency falls along it) that measures
-    within the budget by its noise margin, found by bisection, and its (median ms, spread) from
-    ``timed(i)``; a one-line :class:`BudgetError` saying by how much when even the last measures over."""
+    within the budget by its noise margin, found by bisection, and its timing (``timed(i)`` is asked once
+    per index); a one-line :class:`BudgetError` saying by how much when even the last measures over."""
+    seen: dict[int, Timing] = {}
 
     def fits(i: int) -> bool:
-        ms, spread = timed(i)
-        return within_budget(ms, budget_ms, margin=margin_for(spread, tolerance=tolerance))
+        if i not in seen:
+            seen[i] = timed(i)
+        t = seen[i]
+        return within_budget(t.median_ms, budget_ms, margin=margin_for(t.spread, tolerance=tolerance))
 
     last = len(ladder) - 1
     if not fits(last):
-        ms, spread = timed(last)
-        needed = ms * (1 + margin_for(spread, tolerance=tolerance))
+        ms = seen[last].median_ms
+        needed = ms * (1 + margin_for(seen[last].spread, tolerance=tolerance))
         raise BudgetError(
             f"even the narrowest network of the search space measures {ms:.4g} ms, "
             f"{100 * (needed / budget_ms - 1):.1f} % over the budget of {budget_ms:.4g} ms "
             "with its noise margin: raise the budget"
         )
     if fits(0):
-        return 0, timed(0)
+        return 0, seen[0]
     lo, hi = 0, last  # lo does not fit, hi fits
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi, timed(hi)
+    return hi, seen[hi]
+
+
+def widest_measured(
+    ladder: Sequence[Widths],
+    timed: Callable[[int], Timing],
+    predict_ms: Callable[[Widths], float],
+    *,
+    budget_ms: float,
+    tolerance: float,
+) -> Measured:
+    """A last resort: the widest network of ``ladder`` that measures within the budget
+    (``widest_by_measurement``), as a :class:`Measured` marked ``last_resort``."""
+    best, timing = widest_by_measurement(ladder, timed, budget_ms=budget_ms, tolerance=tolerance)
+    candidate = Candidate(ladder[best], float(predict_ms(ladder[best])))
+    m = Measured.of(candidate, timing, budget_ms=budget_ms, tolerance=tolerance)
+    return replace(m, last_resort=True)

@@ -9,13 +9,12 @@ rerun resumes without timing them again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import optuna
 
 from autoprune.graph import Widths
 from autoprune.latency import Timing
-from autoprune.search.finalists import Measured, widest_by_measurement
+from autoprune.search.finalists import Measured, widest_by_measurement, widest_measured
 from autoprune.search.space import WidthSpace
 from autoprune.search.strategies._base import (
     FALLBACKS,
@@ -53,27 +52,30 @@ def widest_uniform_measured(problem: SearchProblem, study: optuna.Study) -> Meas
     """Every search's last resort, when none of its own candidates measured within the budget: the widest
     uniform network that does (its timings shared with ``uniform``'s, kept in the study)."""
     ladder = uniform_ladder(problem.space)
-    best, (ms, spread) = _bisect(problem, study, ladder)
-    candidate = Candidate(ladder[best], float(problem.predict_ms(ladder[best])))
-    m = Measured.of(candidate, Timing(ms, spread), budget_ms=problem.budget_ms, tolerance=problem.tolerance)
-    return replace(m, last_resort=True)
+    return widest_measured(ladder, _timed(problem, study, ladder), problem.predict_ms,
+                           budget_ms=problem.budget_ms, tolerance=problem.tolerance)  # fmt: skip
 
 
-def _bisect(
-    problem: SearchProblem, study: optuna.Study, ladder: list[Widths]
-) -> tuple[int, tuple[float, float]]:
+def _bisect(problem: SearchProblem, study: optuna.Study, ladder: list[Widths]) -> tuple[int, Timing]:
+    return widest_by_measurement(ladder, _timed(problem, study, ladder), budget_ms=problem.budget_ms,
+                                 tolerance=problem.tolerance)  # fmt: skip
+
+
+def _timed(problem: SearchProblem, study: optuna.Study, ladder: list[Widths]) -> Callable[[int], Timing]:
+    """Each ladder network's timing, kept in the study, so that a rerun (or the other of ``uniform`` and
+    the last resort) measures none twice."""
     cache: dict[str, list[float]] = dict(study.user_attrs.get(_ATTR, {}))
 
-    def timed(i: int) -> tuple[float, float]:
+    def timed(i: int) -> Timing:
         key = ",".join(str(v) for v in ladder[i].values())
         if key not in cache:
             t = problem.measure([ladder[i]])[0]
             cache[key] = [t.median_ms, t.spread]
             study.set_user_attr(_ATTR, cache)
         ms, spread = cache[key]
-        return float(ms), float(spread)
+        return Timing(float(ms), float(spread))
 
-    return widest_by_measurement(ladder, timed, budget_ms=problem.budget_ms, tolerance=problem.tolerance)
+    return timed
 
 
 @register_strategy
